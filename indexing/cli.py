@@ -1,0 +1,44 @@
+"""Query an index root from the shell: `python -m indexing.cli "query" --mode dense -k 5`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from indexing.errors import MissingIndexError, SearchInputError
+from indexing.searcher import Hit, Searcher
+
+SNIPPET_CHARS = 80
+
+
+def format_hits(hits: Sequence[Hit], snippet_chars: int = SNIPPET_CHARS) -> str:
+    """One line per hit: rank, doc id, score and the start of the title (or of the text when untitled)."""
+    lines = []
+    for hit in hits:
+        snippet = " ".join((hit.title or hit.text).split())
+        if len(snippet) > snippet_chars:
+            snippet = snippet[: snippet_chars - 1] + "…"
+        lines.append(f"{hit.rank:>4}  {hit.doc_id:<20}  {hit.score:10.4f}  {snippet}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("query")
+    parser.add_argument("--mode", choices=Searcher.MODES, default="bm25")
+    parser.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    parser.add_argument("--index-root", default="data/indices")
+    args = parser.parse_args(argv)
+    try:
+        searcher = Searcher(args.index_root, modes=(args.mode,))
+        hits = searcher.search(args.query, k=args.k, mode=args.mode)
+    except (SearchInputError, MissingIndexError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_hits(hits) if hits else "no hits")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

