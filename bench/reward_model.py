@@ -35,25 +35,21 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
+from bench.scifact_logs import REPO, SCIFACT, bm25_rankings, ingest_logs, scifact
 from clickloop.atomic import atomic_path, write_json, write_text
 from clickloop.beir import BeirDataset, Qrels
-from clickloop.ingest import IngestConfig, ingest
 from clickloop.simulation.click_models import relevance_grades
 from clickloop.simulation.config import ExplorationConfig, SimulatorConfig
 from clickloop.simulation.simulator import Simulator
 from clickloop.simulation.ubi_logs import write_simulation
-from indexing.bm25 import BM25Config, BM25Index
 from models.gnolr import GNOLRConfig
 from models.reward import RewardConfig, off_policy_report, split_by_day, train_feedback_models
 from models.text_features import TextEmbeddingCache
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-
 
 @dataclass
 class BenchConfig:
-    dataset_dir: Path = SHARED / "datasets" / "scifact"
+    dataset_dir: Path = SCIFACT
     work_dir: Path = REPO / "data" / "bench" / "reward_model"
     report_file: Path = REPO / "reports" / "reward_model.json"
     days: int = 7
@@ -75,8 +71,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=GNOLRConfig.max_epochs)
     args = parser.parse_args()
     config = BenchConfig(sessions_per_day=args.sessions_per_day, gnolr=GNOLRConfig(max_epochs=args.epochs))
-    if not config.dataset_dir.is_dir():
-        raise SystemExit(f"SciFact is not at {config.dataset_dir}")
     report = run(config)
     write_json(config.report_file, report)
     write_text(config.report_file.with_suffix(".md"), markdown(report))
@@ -85,7 +79,7 @@ def main() -> None:
 
 def run(config: BenchConfig) -> dict[str, Any]:
     started = time.monotonic()
-    dataset = BeirDataset(config.dataset_dir)
+    dataset = scifact(config.dataset_dir)
     docs = {doc.doc_id: doc.contents for doc in dataset.corpus()}
     queries, qrels = dataset.queries("train"), dataset.qrels("train")
     candidates = bm25_candidates(config, dataset, queries)
@@ -121,9 +115,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
 
 
 def bm25_candidates(config: BenchConfig, dataset: BeirDataset, queries: dict[str, str]) -> dict[str, list[str]]:
-    index_dir = config.work_dir / "bm25"
-    index = BM25Index(index_dir) if index_dir.is_dir() else BM25Index.build(dataset, index_dir, BM25Config())
-    rankings = index.batch_search(queries, k=config.depth)
+    rankings = bm25_rankings(dataset, config.work_dir / "bm25", queries, config.depth)
     return {qid: [doc_id for doc_id, _ in ranking] for qid, ranking in rankings.items()}
 
 
@@ -141,14 +133,7 @@ def simulate(
     run_dir = config.work_dir / f"sim_{config.days}x{config.sessions_per_day}"
     if not (run_dir / "ingested" / "results.parquet").is_file():
         write_simulation(simulator, run_dir / "logs", run_dir / "truth")
-        ingest(
-            IngestConfig(
-                log_roots=[str(run_dir / "logs")],
-                out_dir=str(run_dir / "ingested"),
-                metrics_file=str(run_dir / "ingest.json"),
-                temp_directory=str(run_dir / "spill"),
-            )
-        )
+        ingest_logs(run_dir / "logs", run_dir)
     results = pl.read_parquet(run_dir / "ingested" / "results.parquet")
     truth = pl.read_parquet(run_dir / "truth" / "results.parquet").select(
         "query_id", "doc_id", "position", "grade", "examined", "loved"

@@ -9,7 +9,8 @@ the results table. For each eta and exploration setting it measures:
 (b) debiased (IPS) labels and the naive click rate against the true judgments over the
     shown (query, doc) pairs: ROC AUC (judged relevant vs not) and Spearman with the grade;
 (c) a linear pairwise reranker of BM25 top-100 trained with each label set (naive click
-    rate, IPS, oracle = the true train qrels), nDCG@10 on the 300 test queries; the goal is
+    rate and IPS on the shown results, oracle = the true train qrels on the top-100),
+    nDCG@10 on the 300 test queries; the goal is
     IPS >= 90% of the oracle's gain over BM25, naive clearly below.
 
 Run: `nice -n 10 .venv/bin/python -m bench.semisynthetic_scifact [--sessions N]`.
@@ -30,14 +31,13 @@ import polars as pl
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from bench.scifact_logs import REPO, SCIFACT, bm25_rankings, ingest_logs, scifact
 from clickloop.atomic import write_json, write_text
 from clickloop.beir import BeirDataset, Qrels, Run
-from clickloop.ingest import IngestConfig, ingest
 from clickloop.metrics import evaluate
 from clickloop.simulation.config import ExplorationConfig, SimulatorConfig
 from clickloop.simulation.simulator import Simulator
 from clickloop.simulation.ubi_logs import write_simulation
-from indexing.bm25 import BM25Config, BM25Index
 from models.propensity import (
     QUERY,
     HarvestingEstimator,
@@ -52,14 +52,12 @@ from models.relevance_labels import LabelConfig, relevance_labels
 from models.reranker import LinearPairwiseReranker, RerankerConfig, candidate_features
 from models.text_features import TextEmbeddingCache
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 EM_FEATURES = ("first_stage_score", "first_stage_score_vs_best", "dense_cosine", "dense_cosine_vs_best")
 
 
 @dataclass
 class BenchConfig:
-    dataset_dir: Path = SHARED / "datasets" / "scifact"
+    dataset_dir: Path = SCIFACT
     work_dir: Path = REPO / "data" / "bench" / "semisynthetic_scifact"
     report_file: Path = REPO / "reports" / "semisynthetic_scifact.json"
     sessions: int = 100_000
@@ -79,8 +77,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=BenchConfig.sessions)
     config = BenchConfig(sessions=parser.parse_args().sessions)
-    if not config.dataset_dir.is_dir():
-        raise SystemExit(f"SciFact is not at {config.dataset_dir}")
     report = run(config)
     write_json(config.report_file, report)
     write_text(config.report_file.with_suffix(".md"), markdown(report))
@@ -89,7 +85,7 @@ def main() -> None:
 
 def run(config: BenchConfig) -> dict:
     started = time.monotonic()
-    dataset = BeirDataset(config.dataset_dir)
+    dataset = scifact(config.dataset_dir)
     documents = {doc.doc_id: doc for doc in dataset.corpus()}
     train_qrels, test_qrels = dataset.qrels("train"), dataset.qrels("test")
     queries = dataset.queries()
@@ -130,10 +126,8 @@ def run(config: BenchConfig) -> dict:
 
 def bm25_candidates(config: BenchConfig, dataset: BeirDataset, queries: dict[str, str], *splits: Qrels) -> Run:
     """BM25 (the project's Lucene index, default k1/b) top-`depth` of every judged query."""
-    index_dir = config.work_dir / "bm25"
-    index = BM25Index(index_dir) if index_dir.is_dir() else BM25Index.build(dataset, index_dir, BM25Config())
     qids = sorted({qid for qrels in splits for qid in qrels})
-    rankings = index.batch_search({qid: queries[qid] for qid in qids}, k=config.depth)
+    rankings = bm25_rankings(dataset, config.work_dir / "bm25", {qid: queries[qid] for qid in qids}, config.depth)
     return {qid: dict(ranking) for qid, ranking in rankings.items()}
 
 
@@ -153,14 +147,7 @@ def simulate(
     simulator = Simulator(simulator_config, {q: queries[q] for q in train_qrels}, rankings, train_qrels, config.seed)
     run_dir = config.work_dir / f"eta{eta:g}_{exploration}"
     write_simulation(simulator, run_dir / "logs", run_dir / "truth")
-    ingest(
-        IngestConfig(
-            log_roots=[str(run_dir / "logs")],
-            out_dir=str(run_dir / "ingested"),
-            metrics_file=str(run_dir / "ingest.json"),
-            temp_directory=str(run_dir / "spill"),
-        )
-    )
+    ingest_logs(run_dir / "logs", run_dir)
     truth = json.loads((run_dir / "truth" / "config.json").read_text())["examination_by_device"]
     curves = np.array(list(truth.values()))
     return pl.read_parquet(run_dir / "ingested" / "results.parquet"), curves[0]
@@ -228,12 +215,18 @@ def reranking(
     bm25_ndcg: float,
     oracle_ndcg: float,
 ) -> dict:
-    """(c): nDCG@10 of rerankers trained on click labels; candidates never shown count as 0."""
+    """(c): nDCG@10 of rerankers trained on click labels.
+
+    Click labels exist only for the results the logging ranker showed, so the click-trained
+    rerankers learn from the shown candidates alone (as counterfactual learning to rank
+    does). Counting the never-shown candidates as 0 instead would teach "shown beats unshown"
+    from every noise click, i.e. to copy the logging ranker.
+    """
     labelled = train.join(
         labels.select(pl.col(QUERY).alias("text"), "doc_id", "naive_ctr", "ips_label"),
         on=["text", "doc_id"],
-        how="left",
-    ).with_columns(pl.col("naive_ctr", "ips_label").fill_null(0.0))
+        how="inner",
+    )
     scores = {}
     for column in ("naive_ctr", "ips_label"):
         value = rerank_ndcg(config, labelled, column, test, test_qrels)

@@ -30,25 +30,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from bench.scifact_logs import SCIFACT, bm25_rankings, ingest_logs, scifact
 from clickloop.atomic import write_json, write_text
-from clickloop.beir import BeirDataset
-from clickloop.ingest import IngestConfig, ingest
 from clickloop.simulation import ExplorationConfig, Simulator, SimulatorConfig, examination_curve, write_simulation
 from clickloop.simulation.config import ULTRA_EXAMINATION
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
 WORK_DIR = Path("reports/tmp/simulator_ctr")
 REPORT = Path("reports/simulator_ctr")
 DAYS = 4
 TOP_K = 10
 EXPLORED_SHARE = 0.2
-
-
-def rank_with_bm25(dataset: BeirDataset, queries: dict[str, str], index_dir: Path) -> dict[str, list[str]]:
-    from indexing.bm25 import BM25Config, BM25Index
-
-    index = BM25Index(index_dir) if index_dir.is_dir() else BM25Index.build(dataset, index_dir, BM25Config())
-    return {qid: [doc for doc, _ in hits] for qid, hits in index.batch_search(queries, TOP_K).items()}
 
 
 def ctr_by_position(truth: pl.DataFrame) -> pl.DataFrame:
@@ -91,8 +82,7 @@ def loves_without_click(log_dir: Path) -> int:
 
 
 def ingest_check(log_dir: Path, work: Path, simulated: dict[str, int]) -> dict[str, Any]:
-    report = ingest(IngestConfig(log_roots=[str(log_dir)], out_dir=str(work / "ingested"),
-                                 metrics_file=str(work / "ingest.json"), temp_directory=str(work / "spill")))
+    report = ingest_logs(log_dir, work)
     totals = report.totals
     events = pl.read_parquet(work / "ingested" / "events.parquet")
     accepted = {row["action_name"]: row["len"] for row in events.group_by("action_name").len().to_dicts()}
@@ -113,13 +103,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100_000, help="one-query sessions in all (over 4 days)")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
-    if not SCIFACT.is_dir():
-        raise SystemExit(f"SciFact is not at {SCIFACT}")
-    dataset = BeirDataset(SCIFACT)
+    dataset = scifact()
     queries, qrels = dataset.queries("train"), dataset.qrels("train")
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rankings = rank_with_bm25(dataset, queries, WORK_DIR / "bm25")
+    rankings = {qid: [doc for doc, _ in hits] for qid, hits in bm25_rankings(dataset, WORK_DIR / "bm25", queries,
+                                                                             TOP_K).items()}
     ranking_s = time.perf_counter() - started
 
     config = SimulatorConfig(

@@ -1,6 +1,20 @@
-"""Building and querying the retrieval indices: BM25/RM3 (Lucene via pyserini), dense (FAISS), and `Searcher`."""
+"""Building and querying the retrieval indices: BM25/RM3 (Lucene via pyserini), dense (FAISS),
+the `Searcher`, and the `Recommender` over the feedback stage's user and item vectors."""
+
+from typing import Any
 
 from indexing.errors import MissingIndexError, SearchInputError
 from indexing.searcher import Hit, Searcher, build_indices
 
-__all__ = ["Hit", "MissingIndexError", "SearchInputError", "Searcher", "build_indices"]
+_RECOMMENDER_NAMES = ("Recommendation", "Recommender", "UnknownUserError")
+
+__all__ = ["Hit", "MissingIndexError", "SearchInputError", "Searcher", "build_indices", *_RECOMMENDER_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    # The recommender pulls in the training stack (Lightning); searching alone should not pay for it.
+    if name in _RECOMMENDER_NAMES:
+        from indexing import recommender
+
+        return getattr(recommender, name)
+    raise AttributeError(f"module 'indexing' has no attribute {name!r}")

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from clickloop.atomic import atomic_path
 from clickloop.params import from_dict
 from models.text_features import TextEmbeddingCache
+from models.training import quiet_trainer
 
 PROBABILITY_EPS = 1e-7  # keeps every log finite in float32
 POSITION_BIAS_MODES = ("none", "learned", "propensities")
@@ -367,17 +368,8 @@ class GNOLRModel:
         model = cls(config, module, doc_vocab, user_vocab, doc_features, query_features)
 
         rows = model._rows(results, docs, with_labels=True)
-        trainer = L.Trainer(
-            accelerator="auto",
-            devices=1,
-            max_epochs=config.max_epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-        )
-        trainer.fit(module, train_dataloaders=_ShuffledBatches(rows, config.batch_size, config.seed))
+        batches = _ShuffledBatches(rows, config.batch_size, config.seed)
+        quiet_trainer(config.max_epochs).fit(module, train_dataloaders=batches)
         module.eval()
         return model
 

@@ -66,7 +66,8 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
             "by_context": {value: list(c.relative) for value, c in curve.by_context.items()},
         },
         "labels": _label_summary(labels),
-        **models.metrics,
+        # The models' configs are params.yaml's; DVC already tracks them there.
+        **{name: value for name, value in models.metrics.items() if name != "config"},
     }
     with atomic_path(config.out_dir) as staged:
         staged.mkdir()

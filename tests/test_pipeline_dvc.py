@@ -84,8 +84,7 @@ def test_dvc_repro_runs_every_stage_and_writes_metrics(project: Path) -> None:
 
 @pytest.mark.slow
 def test_artifacts_serve_search_and_recommendations(project: Path) -> None:
-    from indexing import Searcher
-    from indexing.recommender import Recommender
+    from indexing import Recommender, Searcher
 
     searcher = Searcher(project / "data" / "indices")
     query = json.loads((project / "data" / "dataset" / "queries.jsonl").read_text().splitlines()[0])["text"]

@@ -200,3 +200,31 @@ def test_sampling_unobserved_pairs_estimates_the_full_loss(method: str) -> None:
         draws = torch.stack([sampled.loss(users, levels, propensity) for _ in range(1000)])
     assert abs(float(draws.mean()) - full) < 4 * float(draws.std()) / len(draws) ** 0.5
     assert float(draws.std()) > 0  # it did sample
+
+
+def test_logits_keep_the_order_that_saturated_probabilities_lose(mnar: tuple[InteractionMatrix, np.ndarray]) -> None:
+    data, _ = mnar
+    model = FactorizationModel.fit(data, RecommenderConfig(method="relmf", **{**FAST, "epochs": 1}))
+    with torch.no_grad():  # logits of 40, 50, 60 ... for user 0: all sigmoid to exactly 1.0 in float64
+        model.module.user_vectors.zero_()
+        model.module.user_bias.zero_()
+        model.module.global_bias.zero_()
+        model.module.item_bias[:, 0] = 40.0 + 10.0 * torch.arange(N_ITEMS, dtype=torch.float32)
+    logits, scores = model.logits(np.array([0]))[0], model.scores(np.array([0]))[0]
+    assert (scores == 1.0).all() and np.isfinite(scores).all()
+    np.testing.assert_array_equal(np.argsort(-logits), np.arange(N_ITEMS)[::-1])
+
+
+def test_l2_penalty_is_half_l2_times_the_squared_norm_and_shrinks_the_fit(
+    mnar: tuple[InteractionMatrix, np.ndarray],
+) -> None:
+    module = FactorizationModule(RecommenderConfig(method="relmf", dim=4, l2=0.3), n_users=5, n_items=7, n_levels=1)
+    squares = sum(float(p.detach().pow(2).sum()) for p in module.parameters() if p.requires_grad)
+    assert float(module.l2_penalty()) == pytest.approx(0.15 * squares, rel=1e-5)
+    data, _ = mnar
+    no_decay = {**FAST, "weight_decay": 0.0}
+    free = FactorizationModel.fit(data, RecommenderConfig(method="relmf", **no_decay))
+    penalised = FactorizationModel.fit(data, RecommenderConfig(method="relmf", **no_decay, l2=0.01))
+    assert np.abs(penalised.logits()).max() < np.abs(free.logits()).max()
+    with pytest.raises(ValueError, match="l2"):
+        RecommenderConfig(l2=-1.0)

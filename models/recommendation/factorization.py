@@ -16,8 +16,17 @@ unbiased inverse-rate weighted sample of them.
   max(theta_ui, clip) x P(level >= k), the exposure model of Rel-MF, so the learnt P(level >= k)
   is the debiased one; without it the unobserved pairs are plain negatives (a naive GNOLR).
 
-Every method ranks by its first-level probability sigmoid(g_1 - a_1) (a_1 = 0 for the
-pointwise losses); `score_vectors` exports it as an inner product for a FAISS index.
+Every method ranks by its first-level logit g_1 - a_1 (a_1 = 0 for the pointwise losses), whose
+sigmoid is the first-level probability; `score_vectors` exports it as an inner product for a FAISS
+index. Rank by `logits`, not `scores`: Rel-MF's targets above 1 push some logits far beyond the
+range where a float64 sigmoid still tells them apart (it is exactly 1.0 from ~37 on), and tied
+probabilities would be ranked by input order.
+
+Regularisation: `l2` adds (l2 / 2) x the squared norm of every parameter to each step's loss (the
+L2 penalty of Saito et al.; with Adam it equals coupled weight decay). Rel-MF needs it: its per-pair
+loss with a target Y / theta > 1 is unbounded below (-> -inf as the logit grows), so without a real
+penalty the logits of observed rare-item pairs diverge (hundreds) and the fit overfits them.
+AdamW's decoupled `weight_decay` is no substitute at the usual 1e-4: it shrinks by lr x 1e-4 per step.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from clickloop.atomic import atomic_path
 from clickloop.params import from_dict
 from models.gnolr import gnolr_loss, nested_probabilities, ordered_thresholds
 from models.recommendation.interactions import InteractionMatrix, check_size
+from models.training import quiet_trainer
 
 METHODS = ("naive", "relmf", "gnolr")
 
@@ -51,6 +61,7 @@ class RecommenderConfig:
     epochs: int = 30
     lr: float = 0.01
     weight_decay: float = 1e-4  # AdamW decoupled decay on every parameter
+    l2: float = 0.0  # coupled L2 penalty (l2 / 2) x ||parameters||^2 added to the (per-cell mean) loss
     clip: float = 0.1  # propensities are raised to at least this: IPS weights stay <= 1 / clip
     batch_size: int = 1024  # users per step; each step scores all items for them
     # Share of the unobserved (level-0) pairs scored per step, re-weighted by its inverse; 1 = all (exact).
@@ -73,8 +84,8 @@ class RecommenderConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if not 0 < self.unobserved_sample_rate <= 1:
             raise ValueError(f"unobserved_sample_rate must be in (0, 1]; got {self.unobserved_sample_rate}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.l2 < 0:
+            raise ValueError("lr must be > 0, weight_decay and l2 >= 0")
 
 
 class FactorizationModule(L.LightningModule):
@@ -156,7 +167,14 @@ class FactorizationModule(L.LightningModule):
         loss = self.loss(batch["users"], batch["levels"], batch["propensity"])
         self._loss_sum += float(loss.detach())
         self._steps += 1
-        return loss
+        return loss + self.l2_penalty()
+
+    def l2_penalty(self) -> Tensor:
+        """(l2 / 2) x the squared norm of the trainable parameters (0 when `l2` is 0)."""
+        if not self.config.l2:
+            return self.global_bias.new_zeros(())
+        squares = sum(p.pow(2).sum() for p in self.parameters() if p.requires_grad)
+        return 0.5 * self.config.l2 * squares
 
     def on_train_epoch_end(self) -> None:
         self.epoch_losses.append(self._loss_sum / max(self._steps, 1))
@@ -221,18 +239,8 @@ class FactorizationModel:
             raise ValueError("no positive feedback to learn from")
         torch.manual_seed(config.seed)
         module = FactorizationModule(config, len(data.user_ids), len(data.item_ids), len(data.level_names))
-        trainer = L.Trainer(
-            accelerator="auto",
-            devices=1,
-            max_epochs=config.epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=list(callbacks),
-        )
-        trainer.fit(module, train_dataloaders=_UserBatches(data, config.batch_size, config.seed))
+        batches = _UserBatches(data, config.batch_size, config.seed)
+        quiet_trainer(config.epochs, callbacks).fit(module, train_dataloaders=batches)
         module.eval()
         return cls(config, module, data.user_ids, data.item_ids)
 
@@ -246,12 +254,21 @@ class FactorizationModel:
             offset = m.user_bias[:, 0] + m.global_bias[0] - m.thresholds()[0]
         return ScoreVectors(*(t.float().cpu().numpy() for t in (user, item, offset)))
 
-    def scores(self, user_rows: np.ndarray | None = None) -> np.ndarray:
-        """P(first level) for the given user rows (all users when None) against every item, [B, I]."""
+    def logits(self, user_rows: np.ndarray | None = None) -> np.ndarray:
+        """First-level logits for the given user rows (all users when None) against every item, [B, I].
+
+        The ranking score: monotone in `scores` but never saturated, so it keeps every order.
+        """
         vectors = self.score_vectors()
         rows = np.arange(len(self.user_ids)) if user_rows is None else np.asarray(user_rows)
-        logits = vectors.user[rows] @ vectors.item.T + vectors.user_offset[rows, None]
-        return 1.0 / (1.0 + np.exp(-logits))
+        return vectors.user[rows] @ vectors.item.T + vectors.user_offset[rows, None]
+
+    def scores(self, user_rows: np.ndarray | None = None) -> np.ndarray:
+        """P(first level) for the given user rows (all users when None) against every item, [B, I].
+
+        Computed as (1 + tanh(logit / 2)) / 2, which cannot overflow; rank by `logits` instead.
+        """
+        return 0.5 * (1.0 + np.tanh(0.5 * self.logits(user_rows)))
 
     def save(self, directory: str | Path) -> None:
         """config.json (config, vocabularies, training losses) and model.pt, written atomically."""

@@ -1,0 +1,42 @@
+"""What the SciFact feedback benchmarks share: the dataset beside the repo, a BM25 logging
+ranker over it (the project's Lucene index, built once per work folder), and simulated logs
+run through the real ingest stage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from clickloop.beir import BeirDataset
+from clickloop.ingest import IngestConfig, IngestReport, ingest
+from indexing.bm25 import BM25Config, BM25Index
+
+REPO = Path(__file__).resolve().parents[1]
+SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+
+
+def scifact(path: Path = SCIFACT) -> BeirDataset:
+    """The SciFact BEIR folder, or exit with where it was looked for."""
+    if not path.is_dir():
+        raise SystemExit(f"SciFact is not at {path}: the benchmarks need ../shared/datasets beside the repo")
+    return BeirDataset(path)
+
+
+def bm25_rankings(
+    dataset: BeirDataset, index_dir: Path, queries: Mapping[str, str], depth: int
+) -> dict[str, list[tuple[str, float]]]:
+    """BM25 (default k1/b) top-`depth` (doc id, score) per query; the index is built on first use."""
+    index = BM25Index(index_dir) if index_dir.is_dir() else BM25Index.build(dataset, index_dir, BM25Config())
+    return index.batch_search(dict(queries), k=depth)
+
+
+def ingest_logs(log_dir: Path, work_dir: Path) -> IngestReport:
+    """Ingest `log_dir` into `work_dir/ingested` (metrics and spill folder beside it)."""
+    return ingest(
+        IngestConfig(
+            log_roots=[str(log_dir)],
+            out_dir=str(work_dir / "ingested"),
+            metrics_file=str(work_dir / "ingest.json"),
+            temp_directory=str(work_dir / "spill"),
+        )
+    )
