@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -145,9 +146,12 @@ def simulate(
     )
     rankings = {qid: list(candidates[qid]) for qid in train_qrels}
     simulator = Simulator(simulator_config, {q: queries[q] for q in train_qrels}, rankings, train_qrels, config.seed)
-    run_dir = config.work_dir / f"eta{eta:g}_{exploration}"
-    write_simulation(simulator, run_dir / "logs", run_dir / "truth")
-    ingest_logs(run_dir / "logs", run_dir)
+    # The simulation is deterministic in its config and seed, so a finished run is reused.
+    digest = hashlib.sha1(f"{simulator_config!r} {config.seed}".encode()).hexdigest()[:10]
+    run_dir = config.work_dir / f"eta{eta:g}_{exploration}_{digest}"
+    if not (run_dir / "ingested" / "results.parquet").is_file():
+        write_simulation(simulator, run_dir / "logs", run_dir / "truth")
+        ingest_logs(run_dir / "logs", run_dir)
     truth = json.loads((run_dir / "truth" / "config.json").read_text())["examination_by_device"]
     curves = np.array(list(truth.values()))
     return pl.read_parquet(run_dir / "ingested" / "results.parquet"), curves[0]

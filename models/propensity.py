@@ -9,7 +9,11 @@ relevance γ_qd only on the query and document.
   exploration shuffled or swapped results, or rankers changed — the click rates of that pair
   at k and k' share γ_qd, so summed over all such pairs their ratio estimates θ_k' / θ_k.
   The pairwise log-ratios are combined into one curve by weighted least squares with
-  θ_1 = 1 (inverse-variance weights). Only relative propensities are identified this way.
+  θ_1 = 1 (inverse-variance weights), which checks that exploration links every position and
+  gives a start; the curve is then refined to the maximum-likelihood PBM fit with per-pair
+  relevance (the EM below), which weighs every harvested pair by what it actually tells
+  (Agarwal et al.'s extremum estimator does the same over interventional sets). Only
+  relative propensities are identified this way.
 - `RegressionEMEstimator` (Wang et al., WSDM 2018): EM over the latent examination and
   relevance of each shown result. The M-step re-estimates θ_k in closed form and γ_qd either
   by a logistic regression on (query, document) features with the expected relevance as soft
@@ -210,14 +214,17 @@ class HarvestingEstimator:
         sqrt_w = np.sqrt(weight)[:, None]
         # Column 0 (log θ_1) is dropped: pinning it to 0 makes the system full rank.
         log_theta, *_ = np.linalg.lstsq(design[:, 1:] * sqrt_w, log_ratio * sqrt_w[:, 0], rcond=None)
-        relative = np.exp(np.concatenate([[0.0], log_theta]))
+        pairwise = np.exp(np.concatenate([[0.0], log_theta]))
+        fit = PositionBasedEM(groups, self.config).fit(start=pairwise * 0.5)
         return PropensityCurve(
-            relative=_as_tuple(relative),
+            relative=_as_tuple(fit.theta / fit.theta[0]),
             estimator=self.name,
             n_results=results.height,
             diagnostics={
                 "position_pairs": len(a),
                 "harvested_document_pairs": int(pair_sets["n_pairs"].sum()),
+                "pairwise_curve": [float(t) for t in pairwise],
+                **fit.diagnostics,
             },
         )
 
@@ -231,6 +238,70 @@ def _require_connected(a: np.ndarray, b: np.ndarray, k: int) -> None:
             f"harvesting cannot place position(s) {unlinked} relative to position 1: no (query, document) "
             "was shown and clicked both there and at a linked position"
         )
+
+
+@dataclass(frozen=True)
+class EMFit:
+    theta: np.ndarray  # examination by position, on the EM's own (absolute) scale
+    diagnostics: dict[str, Any]
+
+
+class PositionBasedEM:
+    """EM for P(click) = θ_position · γ_(query, doc) over `position_groups` counts (Wang et al., 2018).
+
+    The E-step splits each group's non-clicks into "not examined" and "examined, not relevant";
+    the M-step re-estimates θ_k in closed form and γ per pair, or through `regression` when
+    given (a model refitted to the expected relevant counts).
+    """
+
+    def __init__(self, groups: pl.DataFrame, config: PropensityConfig) -> None:
+        self.config = config
+        self.pairs = groups.select(QUERY, "doc_id").unique(maintain_order=True).with_row_index("pair")
+        groups = groups.join(self.pairs, on=[QUERY, "doc_id"])
+        self.pair = groups["pair"].to_numpy()
+        self.pos = groups["position"].to_numpy() - 1
+        self.n = groups["n"].to_numpy().astype(float)
+        self.c = groups["c"].to_numpy().astype(float)
+        self.n_pair = np.bincount(self.pair, weights=self.n)
+        self.n_pos = np.bincount(self.pos, weights=self.n, minlength=config.max_position)
+        if (self.n_pos == 0).any():
+            empty = [p + 1 for p in np.flatnonzero(self.n_pos == 0)]
+            raise PropensityError(f"the EM needs results at every position; none at {empty}")
+
+    def click_rate_curve(self) -> np.ndarray:
+        ctr = np.bincount(self.pos, weights=self.c, minlength=self.config.max_position) / self.n_pos
+        return ctr / max(ctr[0], self.config.probability_floor)
+
+    def fit(self, start: np.ndarray, regression: _SoftLogisticRegression | None = None) -> EMFit:
+        cfg, floor = self.config, self.config.probability_floor
+        pair, pos, n, c = self.pair, self.pos, self.n, self.c
+        theta = np.clip(np.asarray(start, dtype=float), floor, 1 - floor)
+        gamma = np.clip(np.bincount(pair, weights=c) / np.bincount(pair, weights=n * theta[pos]), floor, 1 - floor)
+        iterations, moved = 0, math.inf
+        while iterations < cfg.em_max_iterations and moved >= cfg.em_tolerance:
+            iterations += 1
+            t, g = theta[pos], gamma[pair]
+            no_click = 1 - t * g
+            examined = c + (n - c) * t * (1 - g) / no_click
+            relevant = c + (n - c) * (1 - t) * g / no_click
+            new_theta = np.bincount(pos, weights=examined, minlength=cfg.max_position) / self.n_pos
+            new_theta = np.clip(new_theta, floor, 1 - floor)
+            expected_relevant = np.bincount(pair, weights=relevant)
+            if regression is None:
+                gamma = expected_relevant / self.n_pair
+            else:
+                gamma = regression.refit(expected_relevant, self.n_pair)
+            gamma = np.clip(gamma, floor, 1 - floor)
+            moved = float(np.max(np.abs(new_theta - theta)))
+            theta = new_theta
+        t, g = theta[pos], gamma[pair]
+        log_likelihood = float(np.sum(c * np.log(t * g) + (n - c) * np.log(1 - t * g)))
+        return EMFit(theta, {
+            "iterations": iterations,
+            "converged": moved < cfg.em_tolerance,
+            "log_likelihood": log_likelihood,
+            "n_pairs": self.pairs.height,
+        })
 
 
 class RegressionEMEstimator:
@@ -249,55 +320,17 @@ class RegressionEMEstimator:
 
     def fit(self, results: pl.DataFrame) -> PropensityCurve:
         validate_results(results)
-        cfg = self.config
-        floor = cfg.probability_floor
-        groups = position_groups(results, cfg.max_position)
-        pairs = groups.select(QUERY, "doc_id").unique(maintain_order=True).with_row_index("pair")
-        groups = groups.join(pairs, on=[QUERY, "doc_id"])
-        pair = groups["pair"].to_numpy()
-        pos = groups["position"].to_numpy() - 1
-        n = groups["n"].to_numpy().astype(float)
-        c = groups["c"].to_numpy().astype(float)
-        n_pair = np.bincount(pair, weights=n)
-        n_pos = np.bincount(pos, weights=n, minlength=cfg.max_position)
-        if (n_pos == 0).any():
-            empty = [p + 1 for p in np.flatnonzero(n_pos == 0)]
-            raise PropensityError(f"regression EM needs results at every position; none at {empty}")
-        regression = self._relevance_regression(pairs)
-
+        em = PositionBasedEM(position_groups(results, self.config.max_position), self.config)
+        regression = self._relevance_regression(em.pairs)
         # Start from the naive click-rate curve: where the data cannot identify θ, that is
         # where the per-pair model leaves it.
-        ctr = np.bincount(pos, weights=c, minlength=cfg.max_position) / n_pos
-        theta = np.clip(ctr / max(ctr[0], floor), floor, 1 - floor)
-        gamma = np.clip(np.bincount(pair, weights=c) / np.bincount(pair, weights=n * theta[pos]), floor, 1 - floor)
-        iterations, moved = 0, math.inf
-        while iterations < cfg.em_max_iterations and moved >= cfg.em_tolerance:
-            iterations += 1
-            t, g = theta[pos], gamma[pair]
-            no_click = 1 - t * g
-            examined = c + (n - c) * t * (1 - g) / no_click
-            relevant = c + (n - c) * (1 - t) * g / no_click
-            new_theta = np.bincount(pos, weights=examined, minlength=cfg.max_position) / n_pos
-            new_theta = np.clip(new_theta, floor, 1 - floor)
-            expected_relevant = np.bincount(pair, weights=relevant)
-            gamma = expected_relevant / n_pair if regression is None else regression.refit(expected_relevant, n_pair)
-            gamma = np.clip(gamma, floor, 1 - floor)
-            moved = float(np.max(np.abs(new_theta - theta)))
-            theta = new_theta
-        t, g = theta[pos], gamma[pair]
-        log_likelihood = float(np.sum(c * np.log(t * g) + (n - c) * np.log(1 - t * g)))
+        fit = em.fit(start=em.click_rate_curve(), regression=regression)
         return PropensityCurve(
-            relative=_as_tuple(theta / theta[0]),
-            absolute=_as_tuple(theta) if regression is not None else None,
+            relative=_as_tuple(fit.theta / fit.theta[0]),
+            absolute=_as_tuple(fit.theta) if regression is not None else None,
             estimator=self.name,
             n_results=results.height,
-            diagnostics={
-                "relevance_model": "per_pair" if regression is None else "regression",
-                "iterations": iterations,
-                "converged": moved < cfg.em_tolerance,
-                "log_likelihood": log_likelihood,
-                "n_pairs": pairs.height,
-            },
+            diagnostics={"relevance_model": "per_pair" if regression is None else "regression", **fit.diagnostics},
         )
 
     def _relevance_regression(self, pairs: pl.DataFrame) -> _SoftLogisticRegression | None:
