@@ -6,7 +6,7 @@ share of truncated lines, events on unknown queries and re-delivered records. Th
 measured in the same run, is the floor any ingest pays: decompressing every file and counting
 its lines. Writes reports/ingest_throughput.{json,md}.
 
-    nice -n 10 python bench/ingest_throughput.py            # 5M events, memory_limit 1GB
+    nice -n 10 python -m bench.ingest_throughput            # 5M events, memory_limit 1GB
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ or MiniLM encode + FAISS search), so the difference is the API's own cost (valid
 locks, doc store). Quality is compared with the pyserini references for SciFact.
 Writes reports/search_latency.{json,md}.
 
-    PYTHONPATH=. nice -n 10 python bench/search_latency.py [--index-root data/indices] [--passes 3]
+    nice -n 10 python -m bench.search_latency [--index-root data/indices] [--passes 3]
 """
 
 from __future__ import annotations

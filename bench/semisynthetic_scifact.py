@@ -9,7 +9,8 @@ the results table. For each eta and exploration setting it measures:
 (b) debiased (IPS) labels and the naive click rate against the true judgments over the
     shown (query, doc) pairs: ROC AUC (judged relevant vs not) and Spearman with the grade;
 (c) a linear pairwise reranker of BM25 top-100 trained with each label set (naive click
-    rate and IPS on the shown results, oracle = the true train qrels on the top-100),
+    rate and IPS on the shown results, pairs their standard errors cannot explain; oracle =
+    the true train qrels on the top-100),
     nDCG@10 on the 300 test queries; the goal is
     IPS >= 90% of the oracle's gain over BM25, naive clearly below.
 
@@ -170,8 +171,15 @@ def _grade_column(qrels: Qrels) -> pl.Expr:
     return keys.replace_strict({f"{q}\t{d}": g for (q, d), g in grades.items()}, default=0).alias("grade")
 
 
-def rerank_ndcg(config: BenchConfig, train: pl.DataFrame, label: str, test: pl.DataFrame, test_qrels: Qrels) -> float:
-    reranker = LinearPairwiseReranker(config.reranker).fit(train, label)
+def rerank_ndcg(
+    config: BenchConfig,
+    train: pl.DataFrame,
+    label: str,
+    test: pl.DataFrame,
+    test_qrels: Qrels,
+    standard_error: str | None = None,
+) -> float:
+    reranker = LinearPairwiseReranker(config.reranker).fit(train, label, standard_error)
     return ndcg(test_qrels, reranker.rerank(test))
 
 
@@ -227,16 +235,17 @@ def reranking(
     Click labels exist only for the results the logging ranker showed, so the click-trained
     rerankers learn from the shown candidates alone (as counterfactual learning to rank
     does). Counting the never-shown candidates as 0 instead would teach "shown beats unshown"
-    from every noise click, i.e. to copy the logging ranker.
+    from every noise click, i.e. to copy the logging ranker. Both label sets keep only the
+    pairs their own standard errors cannot explain (`RerankerConfig.min_pair_z`).
     """
     labelled = train.join(
-        labels.select(pl.col(QUERY).alias("text"), "doc_id", "naive_ctr", "ips_label"),
+        labels.select(pl.col(QUERY).alias("text"), "doc_id", "naive_ctr", "naive_se", "ips_label", "ips_se"),
         on=["text", "doc_id"],
         how="inner",
     )
     scores = {}
-    for column in ("naive_ctr", "ips_label"):
-        value = rerank_ndcg(config, labelled, column, test, test_qrels)
+    for column, standard_error in (("naive_ctr", "naive_se"), ("ips_label", "ips_se")):
+        value = rerank_ndcg(config, labelled, column, test, test_qrels, standard_error)
         scores[f"ndcg@10_{column}"] = value
         scores[f"gain_share_{column}"] = (value - bm25_ndcg) / (oracle_ndcg - bm25_ndcg)
     return scores

@@ -36,6 +36,7 @@ LABEL_COLUMNS = (
     "n_clicks",
     "n_loves",
     "naive_ctr",
+    "naive_se",
     "ips_label",
     "ips_se",
     "expected_examinations",
@@ -56,7 +57,8 @@ def relevance_labels(results: pl.DataFrame, propensities: PropensityCurve, confi
 
     `results` is the ingested results table (`user_query`, `doc_id`, `position`, `clicked`,
     `loved`, and the curve's context column, e.g. `device`, when it has per-context curves).
-    `ips_se` is null for pairs shown once; `expected_examinations` (Σ clipped θ) says how many
+    `naive_se` and `ips_se` (standard errors of the two means) are null for pairs shown once;
+    `expected_examinations` (Σ clipped θ) says how many
     examinations the impressions amount to, a confidence that accounts for position.
     """
     validate_results(results, (*RESULT_COLUMNS, "loved"))
@@ -85,14 +87,18 @@ def relevance_labels(results: pl.DataFrame, propensities: PropensityCurve, confi
             pl.col("theta").sum().alias("expected_examinations"),
         )
         .with_columns(
-            # Standard error of a sample mean, from the sample variance (n - 1 denominator).
-            pl.when(n > 1)
-            .then(((pl.col("mean_square") - pl.col("ips_label").pow(2)).clip(lower_bound=0) / (n - 1)).sqrt())
-            .alias("ips_se")
+            # Standard errors of the sample means, from the sample variance (n - 1 denominator);
+            # for 0/1 clicks the mean square is the mean itself.
+            _standard_error(pl.col("naive_ctr"), pl.col("naive_ctr"), n).alias("naive_se"),
+            _standard_error(pl.col("ips_label"), pl.col("mean_square"), n).alias("ips_se"),
         )
         .select(LABEL_COLUMNS)
         .sort(QUERY, "doc_id")
     )
+
+
+def _standard_error(mean: pl.Expr, mean_square: pl.Expr, n: pl.Expr) -> pl.Expr:
+    return pl.when(n > 1).then(((mean_square - mean.pow(2)).clip(lower_bound=0) / (n - 1)).sqrt())
 
 
 def write_labels(labels: pl.DataFrame, path: str | os.PathLike[str]) -> None:

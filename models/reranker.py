@@ -5,7 +5,8 @@ query-document features that transfer to unseen queries: the first-stage score (
 relative to the query's best, and its rank), the all-MiniLM-L6-v2 cosine (raw and relative
 to the query's best) and query-term overlap with the title and the abstract. It is trained
 with a pairwise logistic loss inside each query, each pair weighted by its label gap, so
-continuous labels (click rates, IPS estimates) and grades (qrels) train it alike.
+continuous labels (click rates, IPS estimates) and grades (qrels) train it alike; labels
+with standard errors train it only through the pairs their errors cannot explain.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 class RerankerConfig:
     l2: float = 1e-3  # penalty on the (standardised) feature weights
     max_iterations: int = 100  # L-BFGS steps; the convex loss converges well within them
+    # With label standard errors, learn only from pairs whose label gap is at least this many
+    # standard errors of the gap: click labels differ by noise far more often than by relevance.
+    min_pair_z: float = 2.0
 
 
 def candidate_features(
@@ -93,9 +97,15 @@ class LinearPairwiseReranker:
         self.scale: np.ndarray | None = None
         self.weights: np.ndarray | None = None
 
-    def fit(self, frame: pl.DataFrame, label: str) -> LinearPairwiseReranker:
-        """Train on `frame` (`query_id`, the `FEATURES`, and the numeric `label` column)."""
-        missing = [c for c in ("query_id", label, *FEATURES) if c not in frame.columns]
+    def fit(self, frame: pl.DataFrame, label: str, standard_error: str | None = None) -> LinearPairwiseReranker:
+        """Train on `frame` (`query_id`, the `FEATURES`, and the numeric `label` column).
+
+        `standard_error` names a column with each label's standard error (null: unknown, taken
+        as the largest in the frame); pairs whose gap is below `min_pair_z` standard errors of
+        the gap are left out. Without it every ordered pair counts (exact labels, e.g. qrels).
+        """
+        needed = ("query_id", label, *FEATURES, *([standard_error] if standard_error else []))
+        missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise ValueError(f"training frame lacks column(s) {missing}")
         x = frame.select(FEATURES).to_numpy().astype(np.float64)
@@ -103,6 +113,12 @@ class LinearPairwiseReranker:
         spread = x.std(axis=0)
         self.scale = np.where(spread > 0, spread, 1.0)
         better, worse, gap = _preference_pairs(frame["query_id"].to_numpy(), frame[label].to_numpy().astype(float))
+        if standard_error is not None:
+            se = frame[standard_error].cast(pl.Float64)
+            se = se.fill_null(se.max() if se.drop_nulls().len() else 0.0).to_numpy()
+            with np.errstate(divide="ignore"):
+                significant = gap / np.sqrt(se[better] ** 2 + se[worse] ** 2) >= self.config.min_pair_z
+            better, worse, gap = better[significant], worse[significant], gap[significant]
         if not len(gap):
             raise ValueError(f"label {label!r} orders no pair of candidates within a query: nothing to learn")
 

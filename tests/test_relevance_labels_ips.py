@@ -49,11 +49,12 @@ def test_labels_follow_the_clipped_ips_formula_on_a_hand_log() -> None:
     )
     weighted = np.array([1 / 1.0, 0.0, 1 / 0.2])  # θ_4 = 0.1 is clipped to 0.2
     assert cats["naive_ctr"] == pytest.approx(2 / 3)
+    assert cats["naive_se"] == pytest.approx(np.array([1.0, 0.0, 1.0]).std(ddof=1) / math.sqrt(3))
     assert cats["ips_label"] == pytest.approx(weighted.mean())
     assert cats["ips_se"] == pytest.approx(weighted.std(ddof=1) / math.sqrt(3))
     assert cats["expected_examinations"] == pytest.approx(1.0 + 0.5 + 0.2)
     dogs = labels.row(1, named=True)
-    assert (dogs["n_impressions"], dogs["ips_label"], dogs["ips_se"]) == (1, 0.0, None)
+    assert (dogs["n_impressions"], dogs["ips_label"], dogs["ips_se"], dogs["naive_se"]) == (1, 0.0, None, None)
 
 
 def test_clipping_caps_the_weight_of_a_click() -> None:

@@ -40,3 +40,24 @@ def test_labels_that_order_nothing_are_refused() -> None:
         LinearPairwiseReranker(RerankerConfig()).fit(flat, "label")
     with pytest.raises(RuntimeError, match="not trained"):
         LinearPairwiseReranker(RerankerConfig()).score(flat)
+
+
+def test_pairs_within_their_standard_errors_teach_nothing() -> None:
+    # The labels follow the dense cosine, but half of the candidates carry a large error that
+    # follows the BM25 score; their standard errors say so.
+    train = candidates(60, 20, seed=3)
+    noisy = pl.Series((np.arange(train.height) % 2).astype(bool))
+    train = train.with_columns(
+        pl.when(noisy).then(pl.col("label") + 100 + 20 * pl.col("first_stage_score")).otherwise("label").alias("label"),
+        pl.when(noisy).then(1e3).otherwise(1e-3).alias("se"),
+    )
+    trusting = LinearPairwiseReranker(RerankerConfig()).fit(train, "label").feature_weights()
+    careful = LinearPairwiseReranker(RerankerConfig(min_pair_z=2.0)).fit(train, "label", "se").feature_weights()
+    # Trusting every pair learns the error's BM25 preference; the careful fit does not.
+    assert trusting["first_stage_score"] > 0.2 * trusting["dense_cosine"] > 0
+    assert abs(careful["first_stage_score"]) < 0.05 * careful["dense_cosine"]
+
+
+def test_a_standard_error_column_must_exist() -> None:
+    with pytest.raises(ValueError, match="lacks column"):
+        LinearPairwiseReranker(RerankerConfig()).fit(candidates(3, 5, seed=4), "label", "label_se")
