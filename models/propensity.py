@@ -301,6 +301,8 @@ class PositionBasedEM:
             "converged": moved < cfg.em_tolerance,
             "log_likelihood": log_likelihood,
             "n_pairs": self.pairs.height,
+            # Per-pair relevance identifies θ only through pairs shown at several positions.
+            "multi_position_pairs": int((np.bincount(pair) > 1).sum()),
         })
 
 

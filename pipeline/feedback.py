@@ -57,6 +57,11 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
     results = pl.read_parquet(config.results_file)
     docs = {doc.doc_id: doc.contents for doc in BeirDataset(Path(config.dataset_dir)).corpus()}
     curve = estimate_propensities(results, config.propensity)
+    if curve.diagnostics.get("relevance_model") == "per_pair" and not curve.diagnostics["multi_position_pairs"]:
+        log.warning(
+            "no (query, document) was shown at two positions and the logs carry no exploration: the examination "
+            "curve is not identified and stays at the naive click-rate curve; log some exploration traffic"
+        )
     labels = relevance_labels(results, curve, config.labels)
     models = train_feedback_models(results, docs, config.gnolr, config.reward, list(curve.relative))
     metrics: dict[str, Any] = {

@@ -180,6 +180,11 @@ def test_harvesting_refuses_positions_no_intervention_reached() -> None:
     results, _ = simulate_pbm_results(n_queries=50, seed=5)  # fixed ranking: no pair moves
     with pytest.raises(PropensityError, match="cannot place position"):
         HarvestingEstimator(PropensityConfig()).fit(results)
+    # The per-pair EM still answers, and its diagnostics say nothing identified the curve.
+    curve = RegressionEMEstimator(PropensityConfig()).fit(results)
+    assert curve.diagnostics["multi_position_pairs"] == 0
+    explored, _ = simulate_pbm_results(n_queries=50, exploration="swap_pairs", seed=5)
+    assert RegressionEMEstimator(PropensityConfig()).fit(explored).diagnostics["multi_position_pairs"] > 0
 
 
 def test_per_device_curves_differ_as_their_eta_does() -> None:
