@@ -215,6 +215,7 @@ class HarvestingEstimator:
         # Column 0 (log θ_1) is dropped: pinning it to 0 makes the system full rank.
         log_theta, *_ = np.linalg.lstsq(design[:, 1:] * sqrt_w, log_ratio * sqrt_w[:, 0], rcond=None)
         pairwise = np.exp(np.concatenate([[0.0], log_theta]))
+        # The per-pair model fixes θ only up to scale; halving keeps the start inside (0, 1).
         fit = PositionBasedEM(groups, self.config).fit(start=pairwise * 0.5)
         return PropensityCurve(
             relative=_as_tuple(fit.theta / fit.theta[0]),
