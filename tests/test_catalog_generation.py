@@ -13,6 +13,8 @@ from clickloop.catalog import Catalog, CatalogConfig, generate_catalog
 from clickloop.metrics import evaluate
 from pipeline.dataset import DatasetConfig, build_dataset
 
+pytestmark = pytest.mark.jvm  # starts Lucene's JVM in this process: see the `test` target in Makefile
+
 SMALL = CatalogConfig(n_items=600, n_train_queries=60, n_test_queries=30)
 STOPWORDS = {"a", "an", "and", "the", "to", "for", "in", "of", "on", "my", "i", "at", "with", "without", "by",
              "what", "do", "need", "best", "thing", "something", "how", "who", "wants", "someone", "gift", "while"}

@@ -24,6 +24,8 @@ from indexing.errors import MAX_K, MAX_QUERY_CHARS
 from indexing.searcher import build_indices
 from pipeline.index import IndexConfig, run
 
+pytestmark = pytest.mark.jvm  # starts Lucene's JVM in this process: see the `test` target in Makefile
+
 TOPICS = {
     "photo": ("Photosynthesis", "Plants convert sunlight, water and carbon dioxide into glucose using chlorophyll."),
     "volcano": ("Volcanoes", "Magma rises through the crust and erupts as lava, ash and volcanic gas."),

@@ -16,6 +16,8 @@ import polars as pl
 import pytest
 import yaml
 
+pytestmark = pytest.mark.jvm  # starts Lucene's JVM in this process: see the `test` target in Makefile
+
 REPO = Path(__file__).resolve().parents[1]
 CODE = ("pipeline", "clickloop", "models", "indexing", "feedback_logs", "dvc.yaml", ".dvcignore")
 TINY = {

@@ -13,6 +13,8 @@ from clickloop.simulation import ExplorationConfig, SimulatorConfig
 from pipeline.dataset import DatasetConfig, build_dataset
 from pipeline.simulate import run_simulation
 
+pytestmark = pytest.mark.jvm  # starts Lucene's JVM in this process: see the `test` target in Makefile
+
 
 @pytest.mark.slow
 def test_simulate_stage_logs_bm25_pages_of_train_queries(tmp_path: Path):
