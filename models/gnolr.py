@@ -31,8 +31,7 @@ probability at position p is theta_p * p_k, with theta learned (theta_1 = 1), gi
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from torch import Tensor, nn
 from clickloop.atomic import atomic_path
 from clickloop.params import from_dict
 from models.text_features import TextEmbeddingCache
-from models.training import quiet_trainer
+from models.training import ShuffledBatches, quiet_trainer
 
 PROBABILITY_EPS = 1e-7  # keeps every log finite in float32
 POSITION_BIAS_MODES = ("none", "learned", "propensities")
@@ -284,22 +283,6 @@ class _Rows:
         return batch
 
 
-class _ShuffledBatches:
-    """An iterable of batches, reshuffled every epoch (Lightning accepts any sized iterable)."""
-
-    def __init__(self, rows: _Rows, batch_size: int, seed: int) -> None:
-        self.rows, self.batch_size = rows, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.rows) / self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        order = torch.randperm(len(self.rows), generator=self.generator)
-        for start in range(0, len(order), self.batch_size):
-            yield self.rows.batch(order[start : start + self.batch_size])
-
-
 def _require_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -368,7 +351,7 @@ class GNOLRModel:
         model = cls(config, module, doc_vocab, user_vocab, doc_features, query_features)
 
         rows = model._rows(results, docs, with_labels=True)
-        batches = _ShuffledBatches(rows, config.batch_size, config.seed)
+        batches = ShuffledBatches(len(rows), config.batch_size, config.seed, rows.batch)
         quiet_trainer(config.max_epochs).fit(module, train_dataloaders=batches)
         module.eval()
         return model

@@ -32,8 +32,7 @@ AdamW's decoupled `weight_decay` is no substitute at the usual 1e-4: it shrinks 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from clickloop.atomic import atomic_path
 from clickloop.params import from_dict
 from models.gnolr import gnolr_loss, nested_probabilities, ordered_thresholds
 from models.recommendation.interactions import InteractionMatrix, check_size
-from models.training import quiet_trainer
+from models.training import ShuffledBatches, quiet_trainer
 
 METHODS = ("naive", "relmf", "gnolr")
 
@@ -186,26 +185,18 @@ class FactorizationModule(L.LightningModule):
         )
 
 
-class _UserBatches:
-    """Shuffled batches of user rows with their full item rows; reshuffled every epoch."""
+class _UserRows:
+    """A user's full row of item levels and propensities, the unit of a recommender batch."""
 
-    def __init__(self, data: InteractionMatrix, batch_size: int, seed: int) -> None:
+    def __init__(self, data: InteractionMatrix) -> None:
         self.levels = torch.from_numpy(data.levels)
         self.propensity = torch.from_numpy(np.ascontiguousarray(data.propensity, dtype=np.float32))
         self.per_item = data.propensity.ndim == 1
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.levels) / self.batch_size)
-
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        order = torch.randperm(len(self.levels), generator=self.generator)
-        for start in range(0, len(order), self.batch_size):
-            users = order[start : start + self.batch_size]
-            # Per-item propensities stay [1, I] and broadcast in the loss.
-            propensity = self.propensity.unsqueeze(0) if self.per_item else self.propensity[users]
-            yield {"users": users, "levels": self.levels[users], "propensity": propensity}
+    def batch(self, users: Tensor) -> dict[str, Tensor]:
+        # Per-item propensities stay [1, I] and broadcast in the loss.
+        propensity = self.propensity.unsqueeze(0) if self.per_item else self.propensity[users]
+        return {"users": users, "levels": self.levels[users], "propensity": propensity}
 
 
 @dataclass
@@ -239,7 +230,7 @@ class FactorizationModel:
             raise ValueError("no positive feedback to learn from")
         torch.manual_seed(config.seed)
         module = FactorizationModule(config, len(data.user_ids), len(data.item_ids), len(data.level_names))
-        batches = _UserBatches(data, config.batch_size, config.seed)
+        batches = ShuffledBatches(len(data.user_ids), config.batch_size, config.seed, _UserRows(data).batch)
         quiet_trainer(config.epochs, callbacks).fit(module, train_dataloaders=batches)
         module.eval()
         return cls(config, module, data.user_ids, data.item_ids)
