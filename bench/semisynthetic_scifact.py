@@ -2,17 +2,28 @@
 
 The simulator issues SciFact's 809 train queries over a BM25 logging ranker and simulated
 users click by a position-based model whose truth is kept apart; ingest turns the logs into
-the results table. For each eta and exploration setting it measures:
+the results table. For each eta and exploration setting, and each simulation seed, it measures:
 
 (a) the estimated examination curve against the simulator's: max relative error over
     positions 1-10 of θ_k / θ_1 (each estimator that applies, and the automatic choice);
-(b) debiased (IPS) labels and the naive click rate against the true judgments over the
-    shown (query, doc) pairs: ROC AUC (judged relevant vs not) and Spearman with the grade;
-(c) a linear pairwise reranker of BM25 top-100 trained with each label set (naive click
-    rate and IPS on the shown results, pairs their standard errors cannot explain; oracle =
-    the true train qrels on the top-100),
-    nDCG@10 on the 300 test queries; the goal is
-    IPS >= 90% of the oracle's gain over BM25, naive clearly below.
+(b) each label set against the true judgments over the shown (query, doc) pairs: ROC AUC
+    (judged relevant vs not) and Spearman with the grade;
+(c) a linear pairwise reranker of BM25 top-100 trained with each label set on the shown
+    results, learning from the pairs the labels' uncertainty cannot explain; nDCG@10 on the
+    300 test queries against the same reranker trained on the true train qrels of the whole
+    top-100 (the oracle). The goal: debiased >= 90% of the oracle's gain over BM25, naive
+    clearly below.
+
+The label sets (`models.relevance_labels`):
+- `naive_ctr`: the click rate, with its sample standard error;
+- `naive_posterior`: the beta-binomial posterior with every impression counted as an
+  examination (θ = 1): the smoothing of the debiased label without its debiasing;
+- `ips_label`: clipped IPS with its sample standard error;
+- `posterior_relevance`: the beta-binomial posterior over the expected examinations under the
+  estimated curve (the debiased label the reranker should read).
+
+Figures are the mean and sample std over `seeds` (one simulation each): the gain share moves
+by several points between seeds, more than between some of the label sets.
 
 Run: `nice -n 10 .venv/bin/python -m bench.semisynthetic_scifact [--sessions N]`.
 Writes reports/semisynthetic_scifact.json and .md and prints the table.
@@ -55,6 +66,13 @@ from models.reranker import LinearPairwiseReranker, RerankerConfig, candidate_fe
 from models.text_features import TextEmbeddingCache
 
 EM_FEATURES = ("first_stage_score", "first_stage_score_vs_best", "dense_cosine", "dense_cosine_vs_best")
+# Each label column with the column of its uncertainty, the reranker's pair filter.
+LABEL_SETS = {
+    "naive_ctr": ("naive_ctr", "naive_se"),
+    "naive_posterior": ("posterior_relevance", "posterior_sd"),  # from the flat curve
+    "ips_label": ("ips_label", "ips_se"),
+    "posterior_relevance": ("posterior_relevance", "posterior_sd"),
+}
 
 
 @dataclass
@@ -67,9 +85,9 @@ class BenchConfig:
     exploration_share: float = 0.1  # share of searches randomized when exploration is on
     etas: tuple[float, ...] = (1.0, 2.0)
     explorations: tuple[str, ...] = ("none", "shuffle_top_n")
+    seeds: tuple[int, ...] = (13, 14, 15)  # one simulation per seed and setting
     depth: int = 100  # BM25 candidates reranked per query
     shown: int = 10  # results the logging ranker shows per search
-    seed: int = 13
     propensity: PropensityConfig = dataclasses.field(default_factory=PropensityConfig)
     labels: LabelConfig = dataclasses.field(default_factory=LabelConfig)
     reranker: RerankerConfig = dataclasses.field(default_factory=RerankerConfig)
@@ -78,10 +96,11 @@ class BenchConfig:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=BenchConfig.sessions)
-    sessions = parser.parse_args().sessions
-    config = BenchConfig(sessions=sessions)
-    if sessions != BenchConfig.sessions:  # keep the default run's report beside this one
-        config.report_file = config.report_file.with_name(f"{config.report_file.stem}_{sessions}.json")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(BenchConfig.seeds))
+    args = parser.parse_args()
+    config = BenchConfig(sessions=args.sessions, seeds=tuple(args.seeds))
+    if args.sessions != BenchConfig.sessions:  # keep the default run's report beside this one
+        config.report_file = config.report_file.with_name(f"{config.report_file.stem}_{args.sessions}.json")
     report = run(config)
     write_json(config.report_file, report)
     write_text(config.report_file.with_suffix(".md"), markdown(report))
@@ -102,29 +121,38 @@ def run(config: BenchConfig) -> dict:
     features = features.with_columns(pl.col("query_id").replace_strict(queries).alias("text")).with_columns(
         normalized_query("text")
     )
-    train = features.filter(pl.col("query_id").is_in(list(train_qrels)))
+    train = features.filter(pl.col("query_id").is_in(list(train_qrels))).with_columns(_grade_column(train_qrels))
     test = features.filter(pl.col("query_id").is_in(list(test_qrels)))
 
     bm25_ndcg = ndcg(test_qrels, {qid: candidates[qid] for qid in test_qrels})
-    oracle = train.with_columns(_grade_column(train_qrels))
-    oracle_ndcg = rerank_ndcg(config, oracle, "grade", test, test_qrels)
+    oracle_ndcg = rerank_ndcg(config, train, "grade", test, test_qrels)
     report: dict = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
         "bm25_ndcg@10": bm25_ndcg,
         "oracle_ndcg@10": oracle_ndcg,
         "settings": [],
     }
+    flat = PropensityCurve(relative=(1.0,) * config.propensity.max_position, estimator="none", n_results=0)
     for eta in config.etas:
         for exploration in config.explorations:
-            results, truth = simulate(config, eta, exploration, candidates, queries, train_qrels)
-            setting = {"eta": eta, "exploration": exploration, "n_results": results.height}
-            setting |= examination_errors(config, results, train, truth)
-            curve = estimate_propensities(results, config.propensity)
-            labels = relevance_labels(results, curve, config.labels)
-            setting |= label_agreement(labels, train.with_columns(_grade_column(train_qrels)))
-            setting |= reranking(config, labels, train, test, test_qrels, bm25_ndcg, oracle_ndcg)
+            runs = []
+            for seed in config.seeds:
+                results, truth = simulate(config, eta, exploration, seed, candidates, queries, train_qrels)
+                measured: dict = {"seed": seed, "n_results": results.height}
+                measured |= examination_errors(config, results, train, truth)
+                curve = estimate_propensities(results, config.propensity)
+                labels = _labelled(train, relevance_labels(results, curve, config.labels))
+                naive = _labelled(train, relevance_labels(results, flat, config.labels))
+                for name, (column, uncertainty) in LABEL_SETS.items():
+                    frame = naive if name == "naive_posterior" else labels
+                    measured |= label_agreement(frame, column, name)
+                    value = rerank_ndcg(config, frame, column, test, test_qrels, uncertainty)
+                    measured[f"ndcg@10_{name}"] = value
+                    measured[f"gain_share_{name}"] = (value - bm25_ndcg) / (oracle_ndcg - bm25_ndcg)
+                runs.append(measured)
+                print({"eta": eta, "exploration": exploration, **measured}, flush=True)
+            setting = {"eta": eta, "exploration": exploration, "summary": summarize(runs), "runs": runs}
             report["settings"].append(setting)
-            print(setting, flush=True)
     report["wall_seconds"] = time.monotonic() - started
     return report
 
@@ -137,7 +165,13 @@ def bm25_candidates(config: BenchConfig, dataset: BeirDataset, queries: dict[str
 
 
 def simulate(
-    config: BenchConfig, eta: float, exploration: str, candidates: Run, queries: dict[str, str], train_qrels: Qrels
+    config: BenchConfig,
+    eta: float,
+    exploration: str,
+    seed: int,
+    candidates: Run,
+    queries: dict[str, str],
+    train_qrels: Qrels,
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """Simulated logs of the train queries over BM25, ingested: the results table and the true
     examination curve (the same on every device: the bench sets no per-device eta)."""
@@ -149,9 +183,9 @@ def simulate(
         exploration=ExplorationConfig(scheme=exploration, share=config.exploration_share, n=config.shown),
     )
     rankings = {qid: list(candidates[qid]) for qid in train_qrels}
-    simulator = Simulator(simulator_config, {q: queries[q] for q in train_qrels}, rankings, train_qrels, config.seed)
+    simulator = Simulator(simulator_config, {q: queries[q] for q in train_qrels}, rankings, train_qrels, seed)
     # The simulation is deterministic in its config and seed, so a finished run is reused.
-    digest = hashlib.sha1(f"{simulator_config!r} {config.seed}".encode()).hexdigest()[:10]
+    digest = hashlib.sha1(f"{simulator_config!r} {seed}".encode()).hexdigest()[:10]
     run_dir = config.work_dir / f"eta{eta:g}_{exploration}_{digest}"
     if not (run_dir / "ingested" / "results.parquet").is_file():
         write_simulation(simulator, run_dir / "logs", run_dir / "truth")
@@ -169,6 +203,17 @@ def _grade_column(qrels: Qrels) -> pl.Expr:
     grades = {(qid, doc_id): grade for qid, docs in qrels.items() for doc_id, grade in docs.items()}
     keys = pl.concat_str("query_id", pl.lit("\t"), "doc_id")
     return keys.replace_strict({f"{q}\t{d}": g for (q, d), g in grades.items()}, default=0).alias("grade")
+
+
+def _labelled(train: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """The train candidates the logging ranker showed, with their click labels.
+
+    Click labels exist only for shown results, so the click-trained rerankers learn from the
+    shown candidates alone (as counterfactual learning to rank does). Counting the never-shown
+    candidates as 0 instead would teach "shown beats unshown" from every noise click, i.e. to
+    copy the logging ranker.
+    """
+    return train.join(labels.rename({QUERY: "text"}), on=["text", "doc_id"], how="inner")
 
 
 def rerank_ndcg(
@@ -210,76 +255,73 @@ def examination_errors(
     return errors
 
 
-def label_agreement(labels: pl.DataFrame, graded: pl.DataFrame) -> dict:
-    """(b): AUC (judged relevant vs not) and Spearman with the grade over shown pairs."""
-    shown = labels.join(graded.select(pl.col("text").alias(QUERY), "doc_id", "grade"), on=[QUERY, "doc_id"])
-    relevant = (shown["grade"] > 0).to_numpy()
-    agreement = {"shown_pairs": shown.height, "shown_relevant": int(relevant.sum())}
-    for column in ("naive_ctr", "ips_label"):
-        agreement[f"auc_{column}"] = float(roc_auc_score(relevant, shown[column]))
-        agreement[f"spearman_{column}"] = float(spearmanr(shown[column], shown["grade"]).statistic)
-    return agreement
+def label_agreement(labelled: pl.DataFrame, column: str, name: str) -> dict:
+    """(b): AUC (judged relevant vs not) and Spearman with the grade over the shown pairs."""
+    relevant = (labelled["grade"] > 0).to_numpy()
+    return {
+        "shown_pairs": labelled.height,
+        "shown_relevant": int(relevant.sum()),
+        f"auc_{name}": float(roc_auc_score(relevant, labelled[column])),
+        f"spearman_{name}": float(spearmanr(labelled[column], labelled["grade"]).statistic),
+    }
 
 
-def reranking(
-    config: BenchConfig,
-    labels: pl.DataFrame,
-    train: pl.DataFrame,
-    test: pl.DataFrame,
-    test_qrels: Qrels,
-    bm25_ndcg: float,
-    oracle_ndcg: float,
-) -> dict:
-    """(c): nDCG@10 of rerankers trained on click labels.
-
-    Click labels exist only for the results the logging ranker showed, so the click-trained
-    rerankers learn from the shown candidates alone (as counterfactual learning to rank
-    does). Counting the never-shown candidates as 0 instead would teach "shown beats unshown"
-    from every noise click, i.e. to copy the logging ranker. Both label sets keep only the
-    pairs their own standard errors cannot explain (`RerankerConfig.min_pair_z`).
-    """
-    labelled = train.join(
-        labels.select(pl.col(QUERY).alias("text"), "doc_id", "naive_ctr", "naive_se", "ips_label", "ips_se"),
-        on=["text", "doc_id"],
-        how="inner",
-    )
-    scores = {}
-    for column, standard_error in (("naive_ctr", "naive_se"), ("ips_label", "ips_se")):
-        value = rerank_ndcg(config, labelled, column, test, test_qrels, standard_error)
-        scores[f"ndcg@10_{column}"] = value
-        scores[f"gain_share_{column}"] = (value - bm25_ndcg) / (oracle_ndcg - bm25_ndcg)
-    return scores
+def summarize(runs: list[dict]) -> dict:
+    """Mean and sample std over seeds of every numeric figure the runs share."""
+    summary = {}
+    for key, value in runs[0].items():
+        if key == "seed" or not isinstance(value, float):
+            continue
+        values = np.array([r[key] for r in runs if isinstance(r.get(key), float)])
+        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    summary["auto_estimator"] = sorted({r.get("auto_estimator", "-") for r in runs})
+    return summary
 
 
 def markdown(report: dict) -> str:
+    seeds = report["config"]["seeds"]
     lines = [
         "# Semi-synthetic SciFact: feedback models",
         "",
-        f"{report['config']['sessions']:,} simulated sessions of the 809 train queries per setting.",
+        f"{report['config']['sessions']:,} simulated sessions of the 809 train queries per setting and seed; "
+        f"seeds {list(seeds)}; mean ± sample std over seeds.",
         "",
         f"BM25 nDCG@10 {report['bm25_ndcg@10']:.4f}; oracle-label reranker {report['oracle_ndcg@10']:.4f}.",
         "",
+        "## Examination curve and label agreement",
+        "",
         "| eta | exploration | auto estimator | θ err auto | θ err EM per-pair | θ err EM regression | "
-        "AUC naive | AUC IPS | nDCG naive | nDCG IPS | gain share naive | gain share IPS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "AUC naive CTR | AUC IPS | AUC posterior |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["settings"]:
-        cells = [
-            s["eta"],
-            s["exploration"],
-            s.get("auto_estimator", "-"),
-            s["theta_error_auto"],
-            s["theta_error_em_per_pair"],
-            s["theta_error_em_regression"],
-            s["auc_naive_ctr"],
-            s["auc_ips_label"],
-            s["ndcg@10_naive_ctr"],
-            s["ndcg@10_ips_label"],
-            s["gain_share_naive_ctr"],
-            s["gain_share_ips_label"],
-        ]
-        lines.append("| " + " | ".join(f"{c:.4f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+        summary = s["summary"]
+        cells = [str(s["eta"]), s["exploration"], "/".join(summary["auto_estimator"])]
+        keys = ("theta_error_auto", "theta_error_em_per_pair", "theta_error_em_regression", "auc_naive_ctr",
+                "auc_ips_label", "auc_posterior_relevance")
+        cells += [_mean_std(summary, key) for key in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Reranker: share of the oracle's nDCG@10 gain over BM25",
+        "",
+        "| eta | exploration | naive CTR | naive posterior | clipped IPS | debiased posterior | "
+        "nDCG@10 debiased posterior |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in report["settings"]:
+        summary = s["summary"]
+        cells = [str(s["eta"]), s["exploration"]]
+        cells += [_mean_std(summary, f"gain_share_{name}") for name in LABEL_SETS]
+        cells.append(_mean_std(summary, "ndcg@10_posterior_relevance"))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_std(summary: dict, key: str) -> str:
+    if key not in summary:
+        return "-"
+    return f"{summary[key]['mean']:.3f} ± {summary[key]['std']:.3f}"
 
 
 def _embedding_cache(directory: Path) -> TextEmbeddingCache:

@@ -130,9 +130,11 @@ class BenchConfig:
             "relmf": {"method": "relmf"},
             "gnolr": {"method": "gnolr", "exposure_aware": True},
             "gnolr_naive": {"method": "gnolr", "exposure_aware": False},
+            "naive_squared": {"method": "naive", "local_loss": "squared"},
+            "relmf_squared": {"method": "relmf", "local_loss": "squared"},
         }
     )
-    default_variants: tuple[str, ...] = ("naive", "relmf", "gnolr")
+    default_variants: tuple[str, ...] = ("naive", "relmf", "naive_squared", "relmf_squared", "gnolr")
     # Grid per variant on top of the epoch checkpoints (values every variant shares go in `base`).
     grids: dict[str, dict[str, list[Any]]] = field(
         default_factory=lambda: {
@@ -140,6 +142,8 @@ class BenchConfig:
             "relmf": {"l2": [1e-7, 1e-6], "clip": [0.05, 0.2]},
             "gnolr": {"l2": [1e-7, 1e-6], "clip": [0.1]},
             "gnolr_naive": {"l2": [1e-7, 1e-6]},
+            "naive_squared": {"l2": [1e-7, 1e-6], "positive_weight": [1.0, 10.0, 100.0]},
+            "relmf_squared": {"l2": [1e-7, 1e-6], "positive_weight": [1.0, 10.0, 100.0], "clip": [0.01, 0.1]},
         }
     )
 
@@ -377,7 +381,9 @@ def main() -> None:
     parser.add_argument("--report-dir", type=Path, default=BenchConfig.report_dir)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(BenchConfig.seeds))
     parser.add_argument("--epochs", type=int, default=None, help="epochs of each tuning run (the largest checkpoint)")
-    parser.add_argument("--variants", nargs="+", default=None, help="default: naive relmf gnolr (also: gnolr_naive)")
+    parser.add_argument(
+        "--variants", nargs="+", default=None, help="default: BenchConfig.default_variants (also: gnolr_naive)"
+    )
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -98,13 +98,14 @@ def nested_probabilities(level_logits: Tensor, thresholds: Tensor) -> Tensor:
     return probs.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
 
 
-def gnolr_loss(probs: Tensor, labels: Tensor, binary_weight: float = 0.5) -> Tensor:
+def gnolr_loss(probs: Tensor, labels: Tensor, binary_weight: float = 0.5, row_weights: Tensor | None = None) -> Tensor:
     """Mean GNOLR loss over rows: the nested ordinal term plus `binary_weight` x per-level BCE.
 
     ordinal = -[(1 - y_1) log(1 - p_1) + sum_{k<K} max(y_k - y_{k+1}, 0) log(p_k - p_{k+1})
                 + y_K log p_K]
     binary  = -sum_k [y_k log p_k + (1 - y_k) log(1 - p_k)]
     Probabilities and their differences are clamped to PROBABILITY_EPS before the logs.
+    `row_weights` [N], when given, weighs each row's loss in the mean.
     """
     if probs.shape != labels.shape or probs.ndim != 2:
         raise ValueError(f"probs and labels must both be [N, K]; got {tuple(probs.shape)} and {tuple(labels.shape)}")
@@ -117,7 +118,8 @@ def gnolr_loss(probs: Tensor, labels: Tensor, binary_weight: float = 0.5) -> Ten
     top = y[:, -1] * torch.log(p[:, -1])
     ordinal = -(below_first + between.sum(dim=1) + top)
     binary = F.binary_cross_entropy(p, y, reduction="none").sum(dim=1)
-    return (ordinal + binary_weight * binary).mean()
+    per_row = ordinal + binary_weight * binary
+    return (per_row if row_weights is None else row_weights * per_row).mean()
 
 
 # --- configuration -------------------------------------------------------------------------

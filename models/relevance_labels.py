@@ -10,6 +10,16 @@ get shown first). `clip` bounds each weight by 1/clip: it trades variance for a 
 pairs shown mostly at positions with θ < clip. The naive click rate, counts, love counts and the
 standard error of the IPS mean sit beside it. Pairs are keyed by the normalised `user_query`
 text (`models.propensity.normalized_query`), since `query_id` names one issued search.
+
+IPS gives every pair a label, however little it was seen: a document shown only at position 10
+under a steep curve is examined about once in a hundred impressions, so zero clicks there say
+almost nothing, yet its IPS label (0) and sample standard error (0) read as certainly irrelevant.
+`posterior_relevance` keeps that uncertainty. Under the PBM a pair's clicks are close to
+Binomial(E, γ) with E = Σ θ_position its expected examinations (unclipped), and γ follows a
+Beta(α, β) prior fitted to all pairs by maximising the beta-binomial marginal likelihood
+(empirical Bayes). The posterior mean (clicks + α) / (E + α + β) is the debiased label with
+shrinkage instead of clipping: a pair examined often reads as its click rate per examination,
+one hardly examined reads as the prior, and `posterior_sd` says which is which.
 """
 
 from __future__ import annotations
@@ -17,7 +27,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+from scipy.optimize import minimize
+from scipy.special import betaln
 
 from clickloop.atomic import atomic_path
 from models.propensity import (
@@ -40,6 +53,8 @@ LABEL_COLUMNS = (
     "ips_label",
     "ips_se",
     "expected_examinations",
+    "posterior_relevance",
+    "posterior_sd",
 )
 
 
@@ -58,24 +73,25 @@ def relevance_labels(results: pl.DataFrame, propensities: PropensityCurve, confi
     `results` is the ingested results table (`user_query`, `doc_id`, `position`, `clicked`,
     `loved`, and the curve's context column, e.g. `device`, when it has per-context curves).
     `naive_se` and `ips_se` (standard errors of the two means) are null for pairs shown once;
-    `expected_examinations` (Σ clipped θ) says how many
-    examinations the impressions amount to, a confidence that accounts for position.
+    `expected_examinations` (Σ θ, unclipped) says how many examinations the impressions amount
+    to; `posterior_relevance` and `posterior_sd` are the empirical-Bayes posterior of γ given
+    the clicks and those examinations (module docstring).
     """
     validate_results(results, (*RESULT_COLUMNS, "loved"))
     if not 0 < config.clip <= 1:
         raise PropensityError(f"labels.clip must be in (0, 1], got {config.clip}")
     context = propensities.context_column
     contexts = results[context] if context in results.columns else None
-    theta = propensities.theta(results["position"], contexts).clip(min=config.clip)
+    theta = propensities.theta(results["position"], contexts)
     per_impression = results.select(
         normalized_query().alias(QUERY),
         "doc_id",
         pl.col("clicked").cast(pl.Float64).alias("click"),
         pl.col("loved").cast(pl.Int64).alias("love"),
         pl.Series("theta", theta),
-    ).with_columns((pl.col("click") / pl.col("theta")).alias("weighted_click"))
+    ).with_columns((pl.col("click") / pl.col("theta").clip(lower_bound=config.clip)).alias("weighted_click"))
     n = pl.col("n_impressions")
-    return (
+    labels = (
         per_impression.group_by(QUERY, "doc_id")
         .agg(
             pl.len().alias("n_impressions"),
@@ -92,13 +108,46 @@ def relevance_labels(results: pl.DataFrame, propensities: PropensityCurve, confi
             _standard_error(pl.col("naive_ctr"), pl.col("naive_ctr"), n).alias("naive_se"),
             _standard_error(pl.col("ips_label"), pl.col("mean_square"), n).alias("ips_se"),
         )
-        .select(LABEL_COLUMNS)
-        .sort(QUERY, "doc_id")
     )
+    return labels.with_columns(**_beta_binomial_posterior(labels)).select(LABEL_COLUMNS).sort(QUERY, "doc_id")
 
 
 def _standard_error(mean: pl.Expr, mean_square: pl.Expr, n: pl.Expr) -> pl.Expr:
     return pl.when(n > 1).then(((mean_square - mean.pow(2)).clip(lower_bound=0) / (n - 1)).sqrt())
+
+
+def _beta_binomial_posterior(labels: pl.DataFrame) -> dict[str, pl.Series]:
+    """Posterior mean and sd of each pair's γ under the empirical-Bayes Beta prior."""
+    clicks = labels["n_clicks"].to_numpy().astype(np.float64)
+    # An underestimated θ can leave fewer expected examinations than clicks; cap γ's evidence at 1.
+    trials = np.maximum(labels["expected_examinations"].to_numpy(), clicks)
+    alpha, beta = fit_beta_prior(clicks, trials)
+    a, b = clicks + alpha, trials - clicks + beta
+    mean = a / (a + b)
+    return {
+        "posterior_relevance": pl.Series(mean),
+        "posterior_sd": pl.Series(np.sqrt(mean * (1 - mean) / (a + b + 1))),
+    }
+
+
+def fit_beta_prior(successes: np.ndarray, trials: np.ndarray) -> tuple[float, float]:
+    """(α, β) maximising the beta-binomial marginal likelihood of `successes` in `trials`.
+
+    Trials may be fractional (expected examinations): the likelihood's Beta functions extend to
+    them. The binomial coefficient does not depend on (α, β) and is left out.
+    """
+    if len(successes) == 0:
+        raise PropensityError("no (query, document) pairs to fit a relevance prior to")
+
+    def negative_log_likelihood(log_params: np.ndarray) -> float:
+        alpha, beta = np.exp(log_params)
+        return -float(np.sum(betaln(successes + alpha, trials - successes + beta)) - len(trials) * betaln(alpha, beta))
+
+    mean = float(np.clip(successes.sum() / max(trials.sum(), 1e-12), 1e-3, 1 - 1e-3))
+    start = np.log([mean * 2.0, (1 - mean) * 2.0])
+    fitted = minimize(negative_log_likelihood, start, method="L-BFGS-B", bounds=[(-9.0, 9.0)] * 2)
+    alpha, beta = np.exp(fitted.x)
+    return float(alpha), float(beta)
 
 
 def write_labels(labels: pl.DataFrame, path: str | os.PathLike[str]) -> None:

@@ -90,6 +90,7 @@ def _label_summary(labels: pl.DataFrame) -> dict[str, Any]:
         "clicked_pairs": labels.filter(pl.col("n_clicks") > 0).height,
         "mean_naive_ctr": float(labels["naive_ctr"].mean()),
         "mean_ips_label": float(labels["ips_label"].mean()),
+        "mean_posterior_relevance": float(labels["posterior_relevance"].mean()),
     }
 
 

@@ -61,6 +61,18 @@ def test_naive_learns_the_exposure_bias_and_relmf_undoes_it(mnar: tuple[Interact
     assert share_of_rare_in_top5(relmf, rare) > 0.8
 
 
+def test_squared_relmf_moves_rare_items_up_but_less_than_the_log_loss(
+    mnar: tuple[InteractionMatrix, np.ndarray],
+) -> None:
+    # Its gradient 2 s (1 - s) (s - Y / theta) vanishes as s -> 1 however large the IPS label: the
+    # bound that keeps it from diverging also caps the pull of the rare observed pairs.
+    data, rare = mnar
+    naive = FactorizationModel.fit(data, RecommenderConfig(method="naive", local_loss="squared", **FAST))
+    relmf = FactorizationModel.fit(data, RecommenderConfig(method="relmf", local_loss="squared", **FAST))
+    assert share_of_rare_in_top5(naive, rare) < 0.3
+    assert share_of_rare_in_top5(relmf, rare) > share_of_rare_in_top5(naive, rare) + 0.3
+
+
 def test_exposure_aware_gnolr_undoes_the_bias_and_naive_gnolr_does_not(
     mnar: tuple[InteractionMatrix, np.ndarray],
 ) -> None:
@@ -72,10 +84,19 @@ def test_exposure_aware_gnolr_undoes_the_bias_and_naive_gnolr_does_not(
     assert aware.module.epoch_losses[-1] < aware.module.epoch_losses[0]
 
 
-def test_relmf_loss_is_unbiased_in_expectation_over_exposure() -> None:
-    """E over exposure of the Rel-MF loss equals the log loss on the true relevance (propensities >= clip)."""
+def _local_loss(kind: str, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """The mean per-pair loss written out by hand, for a label that may be fractional."""
+    if kind == "log":
+        return F.binary_cross_entropy_with_logits(logits, label)
+    prob = torch.sigmoid(logits)
+    return (label * (1 - prob) ** 2 + (1 - label) * prob**2).mean()
+
+
+@pytest.mark.parametrize("local_loss", ["log", "squared"])
+def test_relmf_loss_is_unbiased_in_expectation_over_exposure(local_loss: str) -> None:
+    """E over exposure of the Rel-MF loss equals the loss on the true relevance (propensities >= clip)."""
     torch.manual_seed(0)
-    config = RecommenderConfig(method="relmf", dim=4, clip=0.05)
+    config = RecommenderConfig(method="relmf", dim=4, clip=0.05, local_loss=local_loss)
     module = FactorizationModule(config, n_users=6, n_items=5, n_levels=1)
     users = torch.arange(6)
     relevance = torch.rand(6, 5)
@@ -84,17 +105,49 @@ def test_relmf_loss_is_unbiased_in_expectation_over_exposure() -> None:
     observed = torch.rand(draws, 6, 5) < propensity * relevance
     with torch.no_grad():
         losses = torch.stack([module.loss(users, y.to(torch.int8), propensity) for y in observed])
-        target = F.binary_cross_entropy_with_logits(module.level_logits(users)[..., 0], relevance)
+        target = _local_loss(local_loss, module.level_logits(users)[..., 0], relevance)
     stderr = float(losses.std()) / draws**0.5
     assert abs(float(losses.mean()) - float(target)) < 4 * stderr
     # The naive loss on the same draws estimates the log loss on the observed rate theta x relevance instead.
-    naive = FactorizationModule(RecommenderConfig(method="naive", dim=4), 6, 5, 1)
+    naive = FactorizationModule(RecommenderConfig(method="naive", dim=4, local_loss=local_loss), 6, 5, 1)
     naive.load_state_dict(module.state_dict())
     with torch.no_grad():
         naive_losses = torch.stack([naive.loss(users, y.to(torch.int8), propensity) for y in observed])
-        biased = F.binary_cross_entropy_with_logits(module.level_logits(users)[..., 0], propensity * relevance)
+        biased = _local_loss(local_loss, module.level_logits(users)[..., 0], propensity * relevance)
     assert abs(float(naive_losses.mean()) - float(biased)) < 4 * stderr
     assert abs(float(biased) - float(target)) > 4 * stderr
+
+
+def test_the_squared_relmf_loss_is_bounded_where_the_log_loss_is_not() -> None:
+    # One observed pair at propensity 0.1: its Rel-MF label is 10, so the log loss falls without
+    # bound as the logit grows, while the squared loss cannot go below 1 - 10.
+    levels, propensity = torch.ones(1, 1, dtype=torch.int8), torch.full((1, 1), 0.1)
+    losses = {}
+    for kind in ("log", "squared"):
+        module = FactorizationModule(RecommenderConfig(method="relmf", dim=1, local_loss=kind), 1, 1, 1)
+        with torch.no_grad():
+            module.user_vectors.zero_()
+            losses[kind] = []
+            for logit in (10.0, 100.0, 1000.0):
+                module.global_bias.fill_(logit)
+                losses[kind].append(float(module.loss(torch.arange(1), levels, propensity)))
+    assert losses["log"][2] < losses["log"][1] < losses["log"][0] < -80
+    assert all(-9.0 <= value < -8.99 for value in losses["squared"])
+
+
+def test_positive_weight_scales_the_loss_of_observed_cells_only() -> None:
+    torch.manual_seed(0)
+    levels = torch.tensor([[1, 0, 0], [0, 2, 0]], dtype=torch.int8)
+    propensity = torch.ones(1, 3)
+    plain = FactorizationModule(RecommenderConfig(method="naive", dim=2), 2, 3, 1)
+    weighted = FactorizationModule(RecommenderConfig(method="naive", dim=2, positive_weight=5.0), 2, 3, 1)
+    weighted.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        logits = plain.level_logits(torch.arange(2))[..., 0]
+        per_cell = F.binary_cross_entropy_with_logits(logits, (levels > 0).float(), reduction="none")
+        expected = (torch.where(levels > 0, 5.0, 1.0) * per_cell).mean()
+        assert float(weighted.loss(torch.arange(2), levels, propensity)) == pytest.approx(float(expected), rel=1e-6)
+        assert float(plain.loss(torch.arange(2), levels, propensity)) == pytest.approx(float(per_cell.mean()), rel=1e-6)
 
 
 def test_save_load_round_trip(tmp_path, mnar: tuple[InteractionMatrix, np.ndarray]) -> None:
@@ -128,6 +181,10 @@ def test_config_rejects_bad_values() -> None:
         RecommenderConfig(clip=0.0)
     with pytest.raises(ValueError, match="dim"):
         RecommenderConfig(dim=0)
+    with pytest.raises(ValueError, match="local_loss"):
+        RecommenderConfig(local_loss="hinge")
+    with pytest.raises(ValueError, match="positive_weight"):
+        RecommenderConfig(positive_weight=0.0)
 
 
 def test_oversized_catalog_is_refused_before_training(mnar: tuple[InteractionMatrix, np.ndarray]) -> None:

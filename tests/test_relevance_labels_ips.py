@@ -1,4 +1,5 @@
-"""IPS relevance labels: exact on a hand-made log, unbiased where the naive click rate is not."""
+"""Relevance labels: IPS exact on a hand-made log and unbiased where the naive click rate is not;
+the beta-binomial posterior honest about pairs that were hardly examined."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from models.propensity import (
     estimate_propensities,
     normalized_query,
 )
-from models.relevance_labels import LABEL_COLUMNS, LabelConfig, relevance_labels, write_labels
+from models.relevance_labels import LABEL_COLUMNS, LabelConfig, fit_beta_prior, relevance_labels, write_labels
 from tests.test_propensity_estimators import EXAMINATION, simulate_pbm_results
 
 TRUE_CURVE = PropensityCurve(relative=tuple(EXAMINATION / EXAMINATION[0]), estimator="truth", n_results=0)
@@ -52,7 +53,7 @@ def test_labels_follow_the_clipped_ips_formula_on_a_hand_log() -> None:
     assert cats["naive_se"] == pytest.approx(np.array([1.0, 0.0, 1.0]).std(ddof=1) / math.sqrt(3))
     assert cats["ips_label"] == pytest.approx(weighted.mean())
     assert cats["ips_se"] == pytest.approx(weighted.std(ddof=1) / math.sqrt(3))
-    assert cats["expected_examinations"] == pytest.approx(1.0 + 0.5 + 0.2)
+    assert cats["expected_examinations"] == pytest.approx(1.0 + 0.5 + 0.1)  # unclipped
     dogs = labels.row(1, named=True)
     assert (dogs["n_impressions"], dogs["ips_label"], dogs["ips_se"], dogs["naive_se"]) == (1, 0.0, None, None)
 
@@ -115,6 +116,38 @@ def test_labels_from_estimated_propensities_rank_pairs_better_than_the_naive_cli
     ips_rho = spearmanr(labels["ips_label"], labels["gamma"]).statistic
     naive_rho = spearmanr(labels["naive_ctr"], labels["gamma"]).statistic
     assert ips_rho > naive_rho + 0.05
+
+
+def test_the_beta_prior_is_recovered_from_beta_binomial_counts() -> None:
+    rng = np.random.default_rng(3)
+    trials = rng.integers(2, 60, size=5000)
+    successes = rng.binomial(trials, rng.beta(0.5, 3.0, size=trials.size))
+    alpha, beta = fit_beta_prior(successes.astype(float), trials.astype(float))
+    assert alpha == pytest.approx(0.5, rel=0.15)
+    assert beta == pytest.approx(3.0, rel=0.15)
+
+
+def test_the_posterior_is_honest_about_pairs_that_were_hardly_examined() -> None:
+    # At eta 2 position 10 is examined ~100x less than position 1: zero clicks there mean little.
+    results, truth = simulate_pbm_results(eta=2.0, searches_per_query=30, seed=1)
+    curve = PropensityCurve(relative=tuple((EXAMINATION / EXAMINATION[0]) ** 2), estimator="truth", n_results=0)
+    labels = relevance_labels(results, curve, LabelConfig()).join(truth, on=["query", "doc_id"])
+    shown_at = results.group_by(normalized_query().alias("query"), "doc_id").agg(pl.col("position").first())
+    unclicked = (
+        labels.join(shown_at, on=["query", "doc_id"])
+        .filter(pl.col("n_clicks") == 0)
+        .group_by("position")
+        .agg(pl.col("posterior_relevance").mean(), pl.col("posterior_sd").mean(), pl.col("ips_label").max())
+        .sort("position")
+    )
+    assert (unclicked["ips_label"] == 0).all()  # IPS reads every unclicked pair as irrelevant
+    assert unclicked["posterior_sd"].is_sorted()
+    assert unclicked["posterior_sd"][-1] > 3 * unclicked["posterior_sd"][0], unclicked
+    assert unclicked["posterior_relevance"][-1] > 3 * unclicked["posterior_relevance"][0], unclicked
+    # The uncertainty is honest: θ_1 · γ lies within two posterior sds for ~95% of the pairs.
+    target = EXAMINATION[0] ** 2 * labels["gamma"]
+    z = ((labels["posterior_relevance"] - target).abs() / labels["posterior_sd"]).to_numpy()
+    assert (z <= 2).mean() > 0.93
 
 
 def test_labels_are_written_as_parquet(tmp_path) -> None:

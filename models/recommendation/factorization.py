@@ -5,12 +5,19 @@ Scores: level logits g_k(u, i) = <p_u^k, q_i^k> + b_u^k + b_i^k + c^k for K feed
 loss covers every unobserved pair: exactly, or (`unobserved_sample_rate` < 1) through an
 unbiased inverse-rate weighted sample of them.
 
-- `naive`: the pointwise log loss with the observed positive Y (level >= 1) as the label:
-  -[Y log s + (1 - Y) log(1 - s)], s = sigmoid(g_1). Unobserved is read as irrelevant, so
-  items that were rarely exposed are learnt as rarely relevant (the popularity bias).
-- `relmf`: Rel-MF (Saito et al., WSDM 2020), the same loss with the label replaced by
-  Y / max(theta_ui, clip). Since E[Y] = theta_ui x relevance, its expectation is the log loss
-  on the true relevance (unbiased while theta_ui >= clip); the clip bounds the variance.
+- `naive`: a pointwise loss with the observed positive Y (level >= 1) as the label a, s = sigmoid(g_1):
+  the log loss -[a log s + (1 - a) log(1 - s)] or (`local_loss: squared`) a (1 - s)^2 + (1 - a) s^2.
+  Unobserved is read as irrelevant, so items that were rarely exposed are learnt as rarely
+  relevant (the popularity bias).
+- `relmf`: Rel-MF (Saito et al., WSDM 2020), the same loss with the label a = Y / max(theta_ui, clip).
+  Both losses are linear in a, and E[Y] = theta_ui x relevance, so its expectation is the loss on the
+  true relevance (unbiased while theta_ui >= clip); the clip bounds the variance. With a > 1 the log
+  loss is unbounded below as the logit grows; the squared loss (the one of Saito et al.'s real-data
+  experiments) stays within [1 - a, a] and cannot diverge.
+
+`positive_weight` scales the loss of every observed cell against an unobserved one (WMF's
+confidence weight; Saito et al. train on batches half positive, half unobserved, i.e. a weight of
+about #unobserved / #observed). It changes the target to a weighted one, for every method alike.
 - `gnolr`: nested ordinal logistic regression (models/gnolr.py) over all levels, e.g.
   positive < loved. With `exposure_aware` the observed level probability is modelled as
   max(theta_ui, clip) x P(level >= k), the exposure model of Rel-MF, so the learnt P(level >= k)
@@ -49,6 +56,7 @@ from models.recommendation.interactions import InteractionMatrix, check_size
 from models.training import ShuffledBatches, quiet_trainer
 
 METHODS = ("naive", "relmf", "gnolr")
+LOCAL_LOSSES = ("log", "squared")
 
 
 @dataclass
@@ -62,6 +70,8 @@ class RecommenderConfig:
     weight_decay: float = 1e-4  # AdamW decoupled decay on every parameter
     l2: float = 0.0  # coupled L2 penalty (l2 / 2) x ||parameters||^2 added to the (per-cell mean) loss
     clip: float = 0.1  # propensities are raised to at least this: IPS weights stay <= 1 / clip
+    local_loss: str = "log"  # naive / relmf: "log" or "squared" (on the sigmoid)
+    positive_weight: float = 1.0  # loss weight of an observed (level >= 1) cell against an unobserved one
     batch_size: int = 1024  # users per step; each step scores all items for them
     # Share of the unobserved (level-0) pairs scored per step, re-weighted by its inverse; 1 = all (exact).
     unobserved_sample_rate: float = 1.0
@@ -76,6 +86,10 @@ class RecommenderConfig:
         self.feedback_levels = tuple(self.feedback_levels)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+        if self.local_loss not in LOCAL_LOSSES:
+            raise ValueError(f"local_loss must be one of {LOCAL_LOSSES}; got {self.local_loss!r}")
+        if self.positive_weight <= 0:
+            raise ValueError(f"positive_weight must be > 0; got {self.positive_weight}")
         if not 0 < self.clip <= 1:
             raise ValueError(f"clip must be in (0, 1]; got {self.clip}")
         for name in ("dim", "epochs", "batch_size"):
@@ -151,16 +165,21 @@ class FactorizationModule(L.LightningModule):
     def mean_pair_loss(self, logits: Tensor, levels: Tensor, theta: Tensor) -> Tensor:
         """The configured loss averaged over pairs: logits [P, K], levels [P], clipped propensities [P]."""
         positive = (levels > 0).to(logits.dtype)
-        if self.config.method == "naive":
-            return F.binary_cross_entropy_with_logits(logits[:, 0], positive)
-        if self.config.method == "relmf":
-            # A target above 1 is intended: it is the inverse-propensity weighted label.
-            return F.binary_cross_entropy_with_logits(logits[:, 0], positive / theta)
-        probs = nested_probabilities(logits, self.thresholds())
-        if self.config.exposure_aware:
-            probs = probs * theta.unsqueeze(1)
-        labels = (levels.unsqueeze(1) >= torch.arange(1, self.n_levels + 1, device=levels.device)).to(probs.dtype)
-        return gnolr_loss(probs, labels, self.config.binary_weight)
+        weights = 1.0 + (self.config.positive_weight - 1.0) * positive
+        if self.config.method == "gnolr":
+            probs = nested_probabilities(logits, self.thresholds())
+            if self.config.exposure_aware:
+                probs = probs * theta.unsqueeze(1)
+            labels = (levels.unsqueeze(1) >= torch.arange(1, self.n_levels + 1, device=levels.device)).to(probs.dtype)
+            return gnolr_loss(probs, labels, self.config.binary_weight, weights)
+        # Rel-MF's label above 1 is intended: it is the inverse-propensity weighted one.
+        label = positive / theta if self.config.method == "relmf" else positive
+        if self.config.local_loss == "squared":
+            prob = torch.sigmoid(logits[:, 0])
+            per_pair = label * (1 - prob).pow(2) + (1 - label) * prob.pow(2)
+        else:
+            per_pair = F.binary_cross_entropy_with_logits(logits[:, 0], label, reduction="none")
+        return (weights * per_pair).mean()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(batch["users"], batch["levels"], batch["propensity"])
