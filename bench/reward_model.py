@@ -11,6 +11,8 @@ calibration slice of queries) and calibrates the reward. On the held-out day it 
   grade against the truth's love probability at position 1;
 - baselines measured in the same run on the same day: the love rate by position (training
   days), and the per-(query, doc) love rate of the training days (global rate when unseen);
+- the ceiling: the AUC of the truth itself, each row's examination probability x the love rate
+  of examined results of its grade (no model can rank the logged loves better, bar noise);
 - the off-policy report: rewards of (query, doc) pairs the logging ranker never showed
   (BM25 ranks 50-200 and random documents) against their true love probability.
 
@@ -102,7 +104,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         "n_results": results.height,
         "n_days": results["day"].n_unique(),
         "feedback_metrics": models.metrics,
-        "baselines_held_out_day": baselines(train, test),
+        "baselines_held_out_day": baselines(train, test) | {"auc_truth_ceiling": truth_auc(test, truth)},
         "reward_vs_truth_held_out_day": reward_vs_truth(models.reward.predict(test, docs), test, true_reward),
         "true_reward_by_grade": true_reward,
     }
@@ -136,7 +138,7 @@ def simulate(
         ingest_logs(run_dir / "logs", run_dir)
     results = pl.read_parquet(run_dir / "ingested" / "results.parquet")
     truth = pl.read_parquet(run_dir / "truth" / "results.parquet").select(
-        "query_id", "doc_id", "position", "grade", "examined", "loved"
+        "query_id", "doc_id", "position", "grade", "examination_prob", "examined", "loved"
     )
     return results, truth.rename({"position": "truth_position", "loved": "truth_loved"})
 
@@ -165,6 +167,13 @@ def baselines(train: pl.DataFrame, test: pl.DataFrame) -> dict[str, Any]:
         "share_pairs_seen_in_training": float(test.join(by_pair, on=["user_query", "doc_id"], how="semi").height)
         / test.height,
     }
+
+
+def truth_auc(test: pl.DataFrame, truth: pl.DataFrame) -> float:
+    """AUC against the held-out loves of the truth's P(love at the shown position)."""
+    examined = truth.filter(pl.col("examined")).group_by("grade").agg(pl.col("truth_loved").mean().alias("rate"))
+    scored = test.join(examined, on="grade", how="left").with_columns(pl.col("rate").fill_null(0.0))
+    return float(roc_auc_score(test["loved"].to_numpy(), (scored["examination_prob"] * scored["rate"]).to_numpy()))
 
 
 def reward_vs_truth(reward: np.ndarray, test: pl.DataFrame, true_reward: dict[int, float]) -> dict[str, Any]:
@@ -257,6 +266,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{reward['mean_predicted']:.4f} | {reward['love_rate']:.4f} |",
         f"| baseline: love rate by position | {base['auc_love_rate_by_position']:.4f} | | | | |",
         f"| baseline: love rate by (query, doc), training days | {base['auc_love_rate_by_query_doc']:.4f} | | | | |",
+        f"| ceiling: the truth's P(love at the shown position) | {base['auc_truth_ceiling']:.4f} | | | | |",
         "",
         "Reward per true grade on the held-out day (truth: P(love at position 1)):",
         "",
