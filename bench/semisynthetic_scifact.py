@@ -5,7 +5,9 @@ users click by a position-based model whose truth is kept apart; ingest turns th
 the results table. For each eta and exploration setting, and each simulation seed, it measures:
 
 (a) the estimated examination curve against the simulator's: max relative error over
-    positions 1-10 of θ_k / θ_1 (each estimator that applies, and the automatic choice);
+    positions 1-10 of θ_k / θ_1 (each estimator that applies, and the automatic choice:
+    harvesting with exploration, latent-class EM without; regression EM is given the BM25 and
+    MiniLM scores as relevance features);
 (b) each label set against the true judgments over the shown (query, doc) pairs: ROC AUC
     (judged relevant vs not) and Spearman with the grade;
 (c) a linear pairwise reranker of BM25 top-100 trained with each label set on the shown
@@ -54,6 +56,7 @@ from clickloop.simulation.ubi_logs import write_simulation
 from models.propensity import (
     QUERY,
     HarvestingEstimator,
+    LatentClassEMEstimator,
     PropensityConfig,
     PropensityCurve,
     PropensityError,
@@ -239,6 +242,7 @@ def examination_errors(
         "harvesting": lambda: HarvestingEstimator(config.propensity).fit(results),
         "em_per_pair": lambda: RegressionEMEstimator(config.propensity).fit(results),
         "em_regression": lambda: RegressionEMEstimator(config.propensity, em_features).fit(results),
+        "latent_class": lambda: LatentClassEMEstimator(config.propensity).fit(results),
     }
     errors: dict = {}
     for name, fit in estimators.items():
@@ -290,15 +294,23 @@ def markdown(report: dict) -> str:
         "",
         "## Examination curve and label agreement",
         "",
-        "| eta | exploration | auto estimator | θ err auto | θ err EM per-pair | θ err EM regression | "
-        "AUC naive CTR | AUC IPS | AUC posterior |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| eta | exploration | auto estimator | θ err auto | θ err harvesting | θ err EM per-pair | "
+        "θ err EM regression | θ err latent-class EM | AUC naive CTR | AUC IPS | AUC posterior |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["settings"]:
         summary = s["summary"]
         cells = [str(s["eta"]), s["exploration"], "/".join(summary["auto_estimator"])]
-        keys = ("theta_error_auto", "theta_error_em_per_pair", "theta_error_em_regression", "auc_naive_ctr",
-                "auc_ips_label", "auc_posterior_relevance")
+        keys = (
+            "theta_error_auto",
+            "theta_error_harvesting",
+            "theta_error_em_per_pair",
+            "theta_error_em_regression",
+            "theta_error_latent_class",
+            "auc_naive_ctr",
+            "auc_ips_label",
+            "auc_posterior_relevance",
+        )
         cells += [_mean_std(summary, key) for key in keys]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

@@ -20,9 +20,18 @@ relevance γ_qd only on the query and document.
   targets (the paper's regression step; it identifies θ even when each pair was always shown
   at one position) or, without features, per pair (identified only by pairs shown at
   several positions; positions without such pairs keep their naive click-rate start value).
+- `LatentClassEMEstimator`: the same EM with relevance restricted to a few latent classes:
+  each (query, document) belongs to one of G classes with click-on-examination γ_g shared by
+  every position, in shares π that depend on the position the pair is usually shown at. A
+  deterministic logging ranker confounds position with relevance, so per-pair γ cannot tell
+  them apart and features rarely explain relevance well enough; classes can, because a
+  relevant document is clicked at the same γ_g wherever it is examined, so the click rates
+  of each class scale with θ_k from position to position. The assumption is that relevance
+  comes in a few levels (graded judgments do); G is chosen by BIC.
 
 `estimate_propensities(results, config)` picks one: harvesting when the logs carry enough
-exploration and it identifies every position, regression EM otherwise.
+exploration and it identifies every position; otherwise regression EM when relevance
+features are given and latent-class EM when they are not.
 
 Input is the ingested `results` table (docs/contracts.md): one row per shown result with at
 least `user_query`, `doc_id`, `position`, `clicked`; `exploration` and `device` are used when
@@ -40,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.linear_model import LogisticRegression
@@ -48,14 +58,14 @@ from clickloop.atomic import write_json
 
 RESULT_COLUMNS = ("user_query", "doc_id", "position", "clicked")
 QUERY = "query"  # the normalised query text, the key of every per-(query, document) statistic
-ESTIMATORS = ("auto", "harvesting", "regression_em")
+ESTIMATORS = ("auto", "harvesting", "regression_em", "latent_class_em")
 
 
 @dataclass
 class PropensityConfig:
     """The `feedback.propensity` params section."""
 
-    estimator: str = "auto"  # "auto", "harvesting" or "regression_em"
+    estimator: str = "auto"  # "auto", "harvesting", "regression_em" or "latent_class_em"
     max_position: int = 10  # θ is estimated for positions 1..max_position
     context_column: str | None = "device"  # per-context curves when the logs carry several values
     min_context_results: int = 5_000  # a context with fewer shown results uses the pooled curve
@@ -63,6 +73,7 @@ class PropensityConfig:
     em_max_iterations: int = 1_000
     em_tolerance: float = 1e-7  # stop when no θ_k moves by more than this in one iteration
     em_regression_c: float = 1.0  # inverse L2 strength of the relevance regression
+    max_latent_classes: int = 4  # latent-class EM tries 1..this many relevance classes (BIC picks)
     probability_floor: float = 1e-6  # keeps θ and γ inside (0, 1) so the EM's logs stay finite
 
 
@@ -370,6 +381,117 @@ class _SoftLogisticRegression:
         return self.model.predict_proba(self.x)[:, 1]
 
 
+class LatentClassEMEstimator:
+    """PBM with each pair's relevance one of G latent classes (module docstring), fitted by
+    maximum likelihood.
+
+    The likelihood marginalises each pair's class: Σ_g π_(home, g) Π_rows Binom(c; n, θ_k γ_g),
+    with θ_1 = 1 (γ carries the scale). Alternating EM updates crawl here: with ~100 impressions
+    a pair its class posterior is nearly hard, and θ, γ and π settle together only after
+    thousands of steps or in a poor local optimum, so all parameters move at once (L-BFGS).
+    The surface has a second mode where deep positions hold only the top class at a tiny θ; a
+    start at the click-rate curve (already steep) tends to fall into it, a flat start does not.
+    Both starts are fitted and the higher likelihood kept.
+    """
+
+    name = "latent_class_em"
+
+    def __init__(self, config: PropensityConfig) -> None:
+        self.config = config
+
+    def fit(self, results: pl.DataFrame) -> PropensityCurve:
+        validate_results(results)
+        if self.config.max_latent_classes < 1:
+            raise PropensityError(f"max_latent_classes must be at least 1, got {self.config.max_latent_classes}")
+        groups = position_groups(results, self.config.max_position)
+        em = PositionBasedEM(groups, self.config)
+        home = _home_positions(groups, em)
+        starts = (np.full(self.config.max_position, 0.5), em.click_rate_curve())
+        fits = [
+            max((self._fit_classes(em, home, g, start) for start in starts), key=_log_likelihood)
+            for g in range(1, self.config.max_latent_classes + 1)
+        ]
+        best = min(fits, key=lambda f: f.diagnostics["bic"])
+        return PropensityCurve(
+            relative=_as_tuple(best.theta),
+            estimator=self.name,
+            n_results=results.height,
+            diagnostics={**best.diagnostics, "bic_by_classes": [f.diagnostics["bic"] for f in fits]},
+        )
+
+    def _fit_classes(self, em: PositionBasedEM, home: np.ndarray, n_classes: int, start: np.ndarray) -> EMFit:
+        k, floor = self.config.max_position, self.config.probability_floor
+        pair, pos, home_t = (torch.tensor(a, dtype=torch.long) for a in (em.pair, em.pos, home))
+        n, c = (torch.tensor(a, dtype=torch.float64) for a in (em.n, em.c))
+        n_pairs = len(home)
+        start = np.clip(start, 0.01, 0.99)
+        # Classes start spread over the pairs' click rates per examination at the start curve.
+        rate = np.bincount(em.pair, weights=em.c) / np.bincount(em.pair, weights=em.n * start[em.pos])
+        gamma0 = np.clip(np.quantile(rate, (np.arange(n_classes) + 0.5) / n_classes), 0.01, 0.99)
+        # One vector: logit θ_2..θ_K, logit γ_1..γ_G, and per home position the share logits of
+        # classes 2..G against class 1 (fixed at 0, so the Hessian has no softmax null direction).
+        params = torch.cat(
+            [
+                torch.logit(torch.tensor(start[1:], dtype=torch.float64)),
+                torch.logit(torch.tensor(gamma0, dtype=torch.float64)),
+                torch.zeros(k * (n_classes - 1), dtype=torch.float64),
+            ]
+        ).requires_grad_()
+
+        def log_likelihood(vector: torch.Tensor) -> torch.Tensor:
+            theta = torch.cat([torch.ones(1, dtype=torch.float64), torch.sigmoid(vector[: k - 1])])
+            gamma = torch.sigmoid(vector[k - 1 : k - 1 + n_classes])
+            share_logits = torch.cat(
+                [torch.zeros(k, 1, dtype=torch.float64), vector[k - 1 + n_classes :].reshape(k, n_classes - 1)], dim=1
+            )
+            p = (theta[pos, None] * gamma[None, :]).clamp(floor, 1 - floor)
+            per_row = c[:, None] * torch.log(p) + (n - c)[:, None] * torch.log1p(-p)
+            per_pair = torch.zeros(n_pairs, n_classes, dtype=torch.float64).index_add(0, pair, per_row)
+            return torch.logsumexp(per_pair + torch.log_softmax(share_logits, dim=1)[home_t], dim=1).sum()
+
+        optimizer = torch.optim.LBFGS([params], max_iter=self.config.em_max_iterations, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = -log_likelihood(params) / n_pairs
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        fitted = params.detach()
+        value = float(log_likelihood(fitted))
+        theta = np.concatenate([[1.0], torch.sigmoid(fitted[: k - 1]).numpy()])
+        gamma = torch.sigmoid(fitted[k - 1 : k - 1 + n_classes]).numpy()
+        # Standard errors from the observed information; the pseudo-inverse leaves directions the
+        # data do not inform (e.g. shares of a position no pair calls home) out of the rest.
+        information = -torch.autograd.functional.hessian(log_likelihood, fitted).numpy()
+        logit_se = np.sqrt(np.clip(np.diag(np.linalg.pinv(information))[: k - 1], 0, None))
+        n_parameters = (n_classes - 1) * len(np.unique(home)) + n_classes + k - 1
+        return EMFit(
+            theta,
+            {
+                "latent_classes": n_classes,
+                "class_gamma": [float(v) for v in gamma],
+                # d log θ / d logit θ = 1 - θ; position 1 is the reference (θ_1 = 1 exactly).
+                "log_theta_se": [0.0, *(float(v) for v in logit_se * (1 - theta[1:]))],
+                "log_likelihood": value,
+                "bic": -2 * value + n_parameters * math.log(n_pairs),
+                "n_pairs": n_pairs,
+            },
+        )
+
+
+def _log_likelihood(fit: EMFit) -> float:
+    return fit.diagnostics["log_likelihood"]
+
+
+def _home_positions(groups: pl.DataFrame, em: PositionBasedEM) -> np.ndarray:
+    """The 0-based position each pair was shown at most often (the lowest on ties), by EM pair index."""
+    rows = groups.join(em.pairs, on=[QUERY, "doc_id"]).sort(["pair", "n", "position"], descending=[False, True, False])
+    first = rows.group_by("pair", maintain_order=True).first()
+    return first["position"].to_numpy() - 1
+
+
 def estimate_propensities(
     results: pl.DataFrame, config: PropensityConfig, features: pl.DataFrame | None = None
 ) -> PropensityCurve:
@@ -377,7 +499,7 @@ def estimate_propensities(
 
     With `estimator: auto`, harvesting is used when at least `min_exploration_results` rows
     carry exploration (`exploration` != "none") and it links every position; otherwise
-    regression EM (with `features` when given).
+    regression EM when `features` are given, latent-class EM when not.
     """
     if config.estimator not in ESTIMATORS:
         raise PropensityError(f"unknown estimator {config.estimator!r}; choose one of {ESTIMATORS}")
@@ -409,10 +531,14 @@ def estimate_propensities(
 
 def _fit_choosing(
     results: pl.DataFrame, config: PropensityConfig, features: pl.DataFrame | None
-) -> tuple[PropensityCurve, HarvestingEstimator | RegressionEMEstimator]:
-    em = RegressionEMEstimator(config, features)
+) -> tuple[PropensityCurve, HarvestingEstimator | RegressionEMEstimator | LatentClassEMEstimator]:
+    em: RegressionEMEstimator | LatentClassEMEstimator = RegressionEMEstimator(config, features)
     if config.estimator == "regression_em":
         return em.fit(results), em
+    if config.estimator == "latent_class_em" or (config.estimator == "auto" and features is None):
+        em = LatentClassEMEstimator(config)
+        if config.estimator == "latent_class_em":
+            return em.fit(results), em
     harvesting = HarvestingEstimator(config)
     if config.estimator == "harvesting":
         return harvesting.fit(results), harvesting

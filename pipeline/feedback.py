@@ -62,6 +62,14 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
             "no (query, document) was shown at two positions and the logs carry no exploration: the examination "
             "curve is not identified and stays at the naive click-rate curve; log some exploration traffic"
         )
+    if curve.estimator == "latent_class_em":
+        log.warning(
+            "the logs carry too little exploration to harvest the examination curve; it rests on the latent-class "
+            "model (%d relevance classes), standard errors of log θ by position: %s. Log some exploration traffic "
+            "to check it",
+            curve.diagnostics["latent_classes"],
+            ", ".join(f"{se:.2f}" for se in curve.diagnostics["log_theta_se"]),
+        )
     labels = relevance_labels(results, curve, config.labels)
     models = train_feedback_models(results, docs, config.gnolr, config.reward, list(curve.relative))
     metrics: dict[str, Any] = {

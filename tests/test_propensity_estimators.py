@@ -13,6 +13,7 @@ import pytest
 
 from models.propensity import (
     HarvestingEstimator,
+    LatentClassEMEstimator,
     PropensityConfig,
     PropensityCurve,
     PropensityError,
@@ -36,6 +37,7 @@ def simulate_pbm_results(
     ranker_error: float = 1.0,
     device_etas: dict[str, float] | None = None,
     logistic_relevance: bool = False,
+    click_by_grade: np.ndarray = CLICK_BY_GRADE,
     seed: int = 0,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Results table (docs/contracts.md columns) from a position-based click model, and the truth.
@@ -46,14 +48,15 @@ def simulate_pbm_results(
     perturbs the ranker per search (positions then vary without exploration); `ranker_error` is
     the noise of its score around the truth (larger: a worse ranker).
     `device_etas` gives each device its own eta. With `logistic_relevance`, γ is a logistic
-    function of a `feature` column in the truth, as regression EM assumes.
+    function of a `feature` column in the truth, as regression EM assumes; otherwise it is
+    `click_by_grade[grade]`.
     Truth: `query`, `doc_id`, `gamma`, `grade`, `feature` per (query, document).
     """
     rng = np.random.default_rng(seed)
     shape = (n_queries, DOCS_PER_QUERY)
     grade = rng.choice(5, size=shape, p=[0.55, 0.2, 0.1, 0.1, 0.05])
     feature = rng.normal(size=shape)
-    gamma = 1 / (1 + np.exp(-(2.5 * feature - 1.5))) if logistic_relevance else CLICK_BY_GRADE[grade]
+    gamma = 1 / (1 + np.exp(-(2.5 * feature - 1.5))) if logistic_relevance else click_by_grade[grade]
     ranker_score = (feature if logistic_relevance else grade) + rng.normal(scale=ranker_error, size=shape)
 
     devices = device_etas or {"desktop": eta}
@@ -167,11 +170,38 @@ def test_regression_em_with_features_identifies_a_fixed_ranking(eta: float) -> N
     assert absolute_error[:5].max() < 0.1
 
 
+@pytest.mark.parametrize("seed", [3, 5])
+def test_latent_class_em_identifies_a_fixed_ranking_without_features(seed: int) -> None:
+    # Each pair is always shown at the same position and nothing describes it: per-pair EM
+    # cannot tell position from relevance; two relevance levels shared by all positions can.
+    two_levels = np.array([0.1, 0.1, 0.1, 1.0, 1.0])
+    results, _ = simulate_pbm_results(click_by_grade=two_levels, seed=seed)
+    curve = LatentClassEMEstimator(PropensityConfig()).fit(results)
+    assert_recovers(curve.relative, 1.0)
+    assert curve.diagnostics["latent_classes"] == 2
+    assert curve.diagnostics["bic"] == min(curve.diagnostics["bic_by_classes"])
+    assert sorted(curve.diagnostics["class_gamma"]) == pytest.approx([0.1 * 0.68, 0.68], rel=0.15)
+    # Its standard errors are honest: the truth lies within 3 of them at every position.
+    truth = np.log(EXAMINATION / EXAMINATION[0])
+    se = np.asarray(curve.diagnostics["log_theta_se"][1:])
+    assert (np.abs(np.log(curve.relative[1:]) - truth[1:]) < 3 * se).all()
+    per_pair = RegressionEMEstimator(PropensityConfig()).fit(results)
+    assert relative_errors(per_pair.relative, 1.0).max() > 0.3
+
+
+def test_latent_class_em_refuses_zero_classes() -> None:
+    results, _ = simulate_pbm_results(n_queries=20, seed=3)
+    with pytest.raises(PropensityError, match="max_latent_classes"):
+        LatentClassEMEstimator(PropensityConfig(max_latent_classes=0)).fit(results)
+
+
 def test_auto_harvests_from_exploration_and_falls_back_to_em_without_it() -> None:
     explored, _ = simulate_pbm_results(n_queries=100, exploration="swap_pairs", seed=4)
     assert estimate_propensities(explored, PropensityConfig()).estimator == "harvesting"
-    plain, _ = simulate_pbm_results(n_queries=100, ranker_noise=1.0, seed=4)
-    assert estimate_propensities(plain, PropensityConfig()).estimator == "regression_em"
+    plain, truth = simulate_pbm_results(n_queries=100, ranker_noise=1.0, seed=4)
+    assert estimate_propensities(plain, PropensityConfig()).estimator == "latent_class_em"
+    features = truth.select("query", "doc_id", "feature")
+    assert estimate_propensities(plain, PropensityConfig(), features).estimator == "regression_em"
     forced = PropensityConfig(estimator="regression_em")
     assert estimate_propensities(explored, forced).estimator == "regression_em"
 
