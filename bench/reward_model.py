@@ -22,12 +22,17 @@ simulator's truth rows (so noisy and adversarial users are included as they are 
 
 Run: `nice -n 10 .venv/bin/python -m bench.reward_model [--sessions-per-day N]`.
 Writes reports/reward_model.json and .md and prints them.
+
+`--pipeline` instead reads the default pipeline's outputs (after `dvc repro`): its reward AUC on
+the held-out day beside the truth's own AUC there; writes reports/reward_model_pipeline.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions-per-day", type=int, default=BenchConfig.sessions_per_day)
     parser.add_argument("--epochs", type=int, default=GNOLRConfig.max_epochs)
+    parser.add_argument("--pipeline", action="store_true", help="the default pipeline's reward against its ceiling")
     args = parser.parse_args()
+    if args.pipeline:
+        report = pipeline_ceiling(REPO)
+        write_json(REPO / "reports" / "reward_model_pipeline.json", report)
+        print(json.dumps(report, indent=2))
+        return
     config = BenchConfig(sessions_per_day=args.sessions_per_day, gnolr=GNOLRConfig(max_epochs=args.epochs))
     report = run(config)
     write_json(config.report_file, report)
@@ -136,11 +147,33 @@ def simulate(
     if not (run_dir / "ingested" / "results.parquet").is_file():
         write_simulation(simulator, run_dir / "logs", run_dir / "truth")
         ingest_logs(run_dir / "logs", run_dir)
-    results = pl.read_parquet(run_dir / "ingested" / "results.parquet")
-    truth = pl.read_parquet(run_dir / "truth" / "results.parquet").select(
+    return pl.read_parquet(run_dir / "ingested" / "results.parquet"), read_truth(run_dir / "truth" / "results.parquet")
+
+
+def read_truth(path: Path) -> pl.DataFrame:
+    """The simulator's truth rows (grade, examination probability, examined, loved) per shown result."""
+    truth = pl.read_parquet(path).select(
         "query_id", "doc_id", "position", "grade", "examination_prob", "examined", "loved"
     )
-    return results, truth.rename({"position": "truth_position", "loved": "truth_loved"})
+    return truth.rename({"position": "truth_position", "loved": "truth_loved"})
+
+
+def pipeline_ceiling(repo: Path) -> dict[str, Any]:
+    """The default pipeline's reward AUC on its held-out day(s) and the truth's own AUC there."""
+    metrics = json.loads((repo / "metrics" / "feedback.json").read_text())
+    results = pl.read_parquet(repo / "data" / "ingested" / "results.parquet")
+    truth = read_truth(repo / "data" / "simulated_truth" / "results.parquet")
+    days = [dt.date.fromisoformat(day) for day in metrics["split"]["test_days"]]
+    test = results.filter(pl.col("day").is_in(days)).join(truth, on=["query_id", "doc_id"], how="left")
+    if test["grade"].null_count():
+        raise RuntimeError("held-out results without a truth row: the simulator and ingest disagree")
+    return {
+        "test_days": metrics["split"]["test_days"],
+        "n": test.height,
+        "reward_auc": metrics["reward"]["auc"],
+        "reward_ece": metrics["reward"]["ece"],
+        "truth_ceiling_auc": truth_auc(test, truth),
+    }
 
 
 def true_reward_by_grade(truth: pl.DataFrame) -> dict[int, float]:
