@@ -142,8 +142,8 @@ def run(config: BenchConfig) -> dict:
             for seed in config.seeds:
                 results, truth = simulate(config, eta, exploration, seed, candidates, queries, train_qrels)
                 measured: dict = {"seed": seed, "n_results": results.height}
-                measured |= examination_errors(config, results, train, truth)
                 curve = estimate_propensities(results, config.propensity)
+                measured |= examination_errors(config, results, train, truth, curve)
                 labels = _labelled(train, relevance_labels(results, curve, config.labels))
                 naive = _labelled(train, relevance_labels(results, flat, config.labels))
                 for name, (column, uncertainty) in LABEL_SETS.items():
@@ -232,17 +232,26 @@ def rerank_ndcg(
 
 
 def examination_errors(
-    config: BenchConfig, results: pl.DataFrame, train: pl.DataFrame, truth_examination: np.ndarray
+    config: BenchConfig,
+    results: pl.DataFrame,
+    train: pl.DataFrame,
+    truth_examination: np.ndarray,
+    auto: PropensityCurve,
 ) -> dict:
-    """(a): max relative error of θ_k / θ_1 over positions 1..K, per estimator that applies."""
+    """(a): max relative error of θ_k / θ_1 over positions 1..K, per estimator that applies
+    (`auto` is the automatic choice, already fitted; it is not fitted twice)."""
     truth = truth_examination[: config.propensity.max_position] / truth_examination[0]
     em_features = train.select(pl.col("text").alias(QUERY), "doc_id", *EM_FEATURES)
     estimators = {
-        "auto": lambda: estimate_propensities(results, config.propensity),
+        "auto": lambda: auto,
         "harvesting": lambda: HarvestingEstimator(config.propensity).fit(results),
         "em_per_pair": lambda: RegressionEMEstimator(config.propensity).fit(results),
         "em_regression": lambda: RegressionEMEstimator(config.propensity, em_features).fit(results),
-        "latent_class": lambda: LatentClassEMEstimator(config.propensity).fit(results),
+        "latent_class": lambda: (
+            auto
+            if auto.estimator == LatentClassEMEstimator.name
+            else LatentClassEMEstimator(config.propensity).fit(results)
+        ),
     }
     errors: dict = {}
     for name, fit in estimators.items():

@@ -26,8 +26,9 @@ relevance γ_qd only on the query and document.
   deterministic logging ranker confounds position with relevance, so per-pair γ cannot tell
   them apart and features rarely explain relevance well enough; classes can, because a
   relevant document is clicked at the same γ_g wherever it is examined, so the click rates
-  of each class scale with θ_k from position to position. The assumption is that relevance
-  comes in a few levels (graded judgments do); G is chosen by BIC.
+  of each class scale with θ_k from position to position. The assumptions are that relevance
+  comes in a few levels (graded judgments do) and that examination does not rise down the
+  list; G is chosen by BIC.
 
 `estimate_propensities(results, config)` picks one: harvesting when the logs carry enough
 exploration and it identifies every position; otherwise regression EM when relevance
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.linear_model import LogisticRegression
@@ -389,9 +391,11 @@ class LatentClassEMEstimator:
     with θ_1 = 1 (γ carries the scale). Alternating EM updates crawl here: with ~100 impressions
     a pair its class posterior is nearly hard, and θ, γ and π settle together only after
     thousands of steps or in a poor local optimum, so all parameters move at once (L-BFGS).
-    The surface has a second mode where deep positions hold only the top class at a tiny θ; a
-    start at the click-rate curve (already steep) tends to fall into it, a flat start does not.
-    Both starts are fitted and the higher likelihood kept.
+    The surface has local modes where a stretch of positions holds only the top class at a tiny
+    θ (or only the bottom one at a large θ) and the class shares follow; the curve is kept
+    non-increasing down the list, which rules out some of them, and three starts (flat, the
+    click-rate curve, its square root) are fitted and the highest likelihood kept. The standard
+    errors describe the chosen mode only.
     """
 
     name = "latent_class_em"
@@ -406,7 +410,8 @@ class LatentClassEMEstimator:
         groups = position_groups(results, self.config.max_position)
         em = PositionBasedEM(groups, self.config)
         home = _home_positions(groups, em)
-        starts = (np.full(self.config.max_position, 0.5), em.click_rate_curve())
+        click_rate = em.click_rate_curve()
+        starts = (np.full(self.config.max_position, 0.5), click_rate, np.sqrt(click_rate))
         fits = [
             max((self._fit_classes(em, home, g, start) for start in starts), key=_log_likelihood)
             for g in range(1, self.config.max_latent_classes + 1)
@@ -430,16 +435,19 @@ class LatentClassEMEstimator:
         gamma0 = np.clip(np.quantile(rate, (np.arange(n_classes) + 0.5) / n_classes), 0.01, 0.99)
         # One vector: logit θ_2..θ_K, logit γ_1..γ_G, and per home position the share logits of
         # classes 2..G against class 1 (fixed at 0, so the Hessian has no softmax null direction).
+        # θ_k = θ_(k-1) · sigmoid(step_k): examination never rises down the list. Without it the
+        # likelihood has a mode per position where θ_k jumps and the class shares follow.
+        steps = np.clip(start[1:] / start[:-1], 0.01, 0.99)
         params = torch.cat(
             [
-                torch.logit(torch.tensor(start[1:], dtype=torch.float64)),
+                torch.logit(torch.tensor(steps, dtype=torch.float64)),
                 torch.logit(torch.tensor(gamma0, dtype=torch.float64)),
                 torch.zeros(k * (n_classes - 1), dtype=torch.float64),
             ]
         ).requires_grad_()
 
         def log_likelihood(vector: torch.Tensor) -> torch.Tensor:
-            theta = torch.cat([torch.ones(1, dtype=torch.float64), torch.sigmoid(vector[: k - 1])])
+            theta = _monotone_curve(vector[: k - 1])
             gamma = torch.sigmoid(vector[k - 1 : k - 1 + n_classes])
             share_logits = torch.cat(
                 [torch.zeros(k, 1, dtype=torch.float64), vector[k - 1 + n_classes :].reshape(k, n_classes - 1)], dim=1
@@ -460,25 +468,34 @@ class LatentClassEMEstimator:
         optimizer.step(closure)
         fitted = params.detach()
         value = float(log_likelihood(fitted))
-        theta = np.concatenate([[1.0], torch.sigmoid(fitted[: k - 1]).numpy()])
+        theta = _monotone_curve(fitted[: k - 1]).numpy()
         gamma = torch.sigmoid(fitted[k - 1 : k - 1 + n_classes]).numpy()
-        # Standard errors from the observed information; the pseudo-inverse leaves directions the
-        # data do not inform (e.g. shares of a position no pair calls home) out of the rest.
+        # Standard errors of log θ from the observed information (delta method through the steps);
+        # the pseudo-inverse leaves directions the data do not inform (e.g. shares of a position
+        # no pair calls home) out of the rest.
         information = -torch.autograd.functional.hessian(log_likelihood, fitted).numpy()
-        logit_se = np.sqrt(np.clip(np.diag(np.linalg.pinv(information))[: k - 1], 0, None))
+        step_covariance = np.linalg.pinv(information)[: k - 1, : k - 1]
+        # log θ_k = Σ_(j<=k) log sigmoid(step_j), and d log sigmoid(x) / dx = 1 - sigmoid(x).
+        step_prob = torch.sigmoid(fitted[: k - 1]).numpy()
+        jacobian = np.tril(np.ones((k - 1, k - 1))) * (1 - step_prob)[None, :]
+        log_theta_se = np.sqrt(np.clip(np.diag(jacobian @ step_covariance @ jacobian.T), 0, None))
         n_parameters = (n_classes - 1) * len(np.unique(home)) + n_classes + k - 1
         return EMFit(
             theta,
             {
                 "latent_classes": n_classes,
                 "class_gamma": [float(v) for v in gamma],
-                # d log θ / d logit θ = 1 - θ; position 1 is the reference (θ_1 = 1 exactly).
-                "log_theta_se": [0.0, *(float(v) for v in logit_se * (1 - theta[1:]))],
+                "log_theta_se": [0.0, *(float(v) for v in log_theta_se)],  # θ_1 = 1 exactly
                 "log_likelihood": value,
                 "bic": -2 * value + n_parameters * math.log(n_pairs),
                 "n_pairs": n_pairs,
             },
         )
+
+
+def _monotone_curve(steps: torch.Tensor) -> torch.Tensor:
+    """θ_1 = 1 and θ_k = θ_(k-1) · sigmoid(steps_(k-1))."""
+    return torch.exp(torch.cat([torch.zeros(1, dtype=steps.dtype), torch.cumsum(F.logsigmoid(steps), dim=0)]))
 
 
 def _log_likelihood(fit: EMFit) -> float:
