@@ -549,16 +549,12 @@ def estimate_propensities(
 def _fit_choosing(
     results: pl.DataFrame, config: PropensityConfig, features: pl.DataFrame | None
 ) -> tuple[PropensityCurve, HarvestingEstimator | RegressionEMEstimator | LatentClassEMEstimator]:
-    em: RegressionEMEstimator | LatentClassEMEstimator = RegressionEMEstimator(config, features)
-    if config.estimator == "regression_em":
-        return em.fit(results), em
-    if config.estimator == "latent_class_em" or (config.estimator == "auto" and features is None):
-        em = LatentClassEMEstimator(config)
-        if config.estimator == "latent_class_em":
-            return em.fit(results), em
     harvesting = HarvestingEstimator(config)
-    if config.estimator == "harvesting":
-        return harvesting.fit(results), harvesting
+    regression = RegressionEMEstimator(config, features)
+    latent = LatentClassEMEstimator(config)
+    named = {"harvesting": harvesting, "regression_em": regression, "latent_class_em": latent}
+    if config.estimator in named:
+        return named[config.estimator].fit(results), named[config.estimator]
     explored = pl.col("exploration").fill_null("none") != "none"
     n_explored = results.filter(explored).height if "exploration" in results.columns else 0
     if n_explored >= config.min_exploration_results:
@@ -566,7 +562,8 @@ def _fit_choosing(
             return harvesting.fit(results), harvesting
         except PropensityError:
             pass  # exploration too thin to link every position: fall through to EM
-    return em.fit(results), em
+    fallback = regression if features is not None else latent
+    return fallback.fit(results), fallback
 
 
 def _as_tuple(values: np.ndarray) -> tuple[float, ...]:
