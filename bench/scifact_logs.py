@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clickloop.beir import BeirDataset
 from clickloop.ingest import IngestConfig, IngestReport, ingest
-from indexing.bm25 import BM25Config, BM25Index
+from indexing.bm25 import BM25BuildConfig, BM25Index
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
@@ -26,8 +26,9 @@ def bm25_rankings(
     dataset: BeirDataset, index_dir: Path, queries: Mapping[str, str], depth: int
 ) -> dict[str, list[tuple[str, float]]]:
     """BM25 (default k1/b) top-`depth` (doc id, score) per query; the index is built on first use."""
-    index = BM25Index(index_dir) if index_dir.is_dir() else BM25Index.build(dataset, index_dir, BM25Config())
-    return index.batch_search(dict(queries), k=depth)
+    if not index_dir.is_dir():
+        BM25Index.build(dataset, index_dir, BM25BuildConfig())
+    return BM25Index(index_dir).batch_search(dict(queries), k=depth)
 
 
 def ingest_logs(log_dir: Path, work_dir: Path) -> IngestReport:

@@ -28,9 +28,13 @@ from clickloop.atomic import write_json, write_text
 from clickloop.beir import BeirDataset, Run
 from clickloop.env import prepare_pyserini
 from clickloop.metrics import evaluate
-from indexing.bm25 import BM25Config
-from indexing.dense import INDEX_FILE, DenseConfig, encode, load_encoder
-from indexing.searcher import BM25_DIR, DENSE_DIR, Searcher, build_indices
+from indexing import bm25, dense
+from indexing.bm25 import BM25BuildConfig
+from indexing.dense import INDEX_FILE, DenseBuildConfig, encode, load_encoder
+from indexing.retriever import read_manifest
+from indexing.searcher import Searcher
+from indexing.settings import SearchConfig
+from pipeline.index import build_indices
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "scifact"
@@ -45,21 +49,26 @@ QUALITY_K = 100
 SearchFn = Callable[[str], Any]
 
 
-def bare_engines(index_root: Path, bm25: BM25Config, dense: DenseConfig) -> dict[str, SearchFn]:
+def bare_engines(index_root: Path, settings: SearchConfig) -> dict[str, SearchFn]:
     """Per mode, the engine call the Searcher wraps, with the same settings and no API around it."""
     prepare_pyserini()
     from pyserini.search.lucene import LuceneSearcher
 
-    plain = LuceneSearcher(str(index_root / BM25_DIR))
-    plain.set_bm25(bm25.k1, bm25.b)
-    rm3 = LuceneSearcher(str(index_root / BM25_DIR))
-    rm3.set_bm25(bm25.k1, bm25.b)
-    rm3.set_rm3(bm25.rm3_fb_terms, bm25.rm3_fb_docs, bm25.rm3_original_query_weight)
-    encoder = load_encoder(dense.model, dense.max_seq_length)
-    index = faiss.read_index(str(index_root / DENSE_DIR / INDEX_FILE))
+    plain = LuceneSearcher(str(index_root / bm25.KIND))
+    plain.set_bm25(settings.bm25.k1, settings.bm25.b)
+    rm3 = LuceneSearcher(str(index_root / bm25.KIND))
+    rm3.set_bm25(settings.bm25.k1, settings.bm25.b)
+    rm3.set_rm3(settings.rm3.fb_terms, settings.rm3.fb_docs, settings.rm3.original_query_weight)
+    facts = read_manifest(index_root / dense.KIND)
+    encoder = load_encoder(facts["model"], facts["max_seq_length"])
+    index = faiss.read_index(str(index_root / dense.KIND / INDEX_FILE))
+    if settings.dense.search_params:
+        faiss.ParameterSpace().set_index_parameters(index, settings.dense.search_params)
 
     def dense_search(query: str) -> Any:
-        return index.search(encode(encoder, [query], dense.batch_size, dense.normalize, False), LATENCY_K)
+        return index.search(
+            encode(encoder, [query], settings.dense.batch_size, facts["normalize"], False), LATENCY_K
+        )
 
     return {
         "bm25": lambda q: plain.search(q, LATENCY_K),
@@ -152,18 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dataset not found: {args.dataset}", file=sys.stderr)
         return 2
     dataset = BeirDataset(args.dataset)
-    bm25_config, dense_config = BM25Config(), DenseConfig()
+    settings = SearchConfig()
     build_report = None
     index_root = args.index_root
     if index_root is None:
         index_root = DEFAULT_BUILD_ROOT
-        build_report = build_indices(dataset, index_root, bm25_config, dense_config)
+        build_report = build_indices(dataset, index_root, BM25BuildConfig(), DenseBuildConfig())
     queries, qrels = dataset.queries(args.split), dataset.qrels(args.split)
-    searcher = Searcher(index_root)
-    engines = bare_engines(index_root, bm25_config, dense_config)
+    searcher = Searcher(index_root, modes=tuple(REFERENCE), settings=settings)
+    engines = bare_engines(index_root, settings)
     modes = {
         mode: measure_mode(searcher, engines[mode], mode, queries, qrels, args.passes, args.warmup)
-        for mode in Searcher.MODES
+        for mode in searcher.modes
     }
     report = {
         "dataset": str(args.dataset),

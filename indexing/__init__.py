@@ -1,14 +1,16 @@
 """Building and querying the retrieval indices: BM25/RM3 (Lucene via pyserini), dense (FAISS),
-the `Searcher`, and the `Recommender` over the feedback stage's user and item vectors."""
+the `Searcher` over the registered retriever families (indexing/retriever.py), and the
+`Recommender` over the feedback stage's user and item vectors."""
 
 from typing import Any
 
 from indexing.errors import MissingIndexError, SearchInputError
-from indexing.searcher import Hit, Searcher, build_indices
+from indexing.searcher import Hit, Searcher
+from indexing.settings import SearchConfig
 
 _RECOMMENDER_NAMES = ("Recommendation", "Recommender", "UnknownUserError")
 
-__all__ = ["Hit", "MissingIndexError", "SearchInputError", "Searcher", "build_indices", *_RECOMMENDER_NAMES]
+__all__ = ["Hit", "MissingIndexError", "SearchConfig", "SearchInputError", "Searcher", *_RECOMMENDER_NAMES]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,8 @@
 
 The index holds one `contents` field (title, newline, text) analysed with Anserini's default
 English analyzer, like pyserini's BEIR "flat" indexes, with positions, document vectors (RM3
-reads its feedback terms from them) and the raw JSON stored.
+reads its feedback terms from them) and the raw JSON stored. The folder (`bm25/`) also holds the
+family's `retriever.json` (kind, indexed document count); it serves the modes bm25 and bm25_rm3.
 """
 
 from __future__ import annotations
@@ -21,94 +22,82 @@ from clickloop.beir import BeirDataset
 from clickloop.env import prepare_pyserini
 from indexing.docstore import iter_unique_documents
 from indexing.errors import MAX_QUERY_CHARS, check_k, check_queries, check_query, require
+from indexing.retriever import Ranking, Retriever, write_manifest
+from indexing.settings import BM25Settings, RM3Settings, SearchConfig
 
 log = logging.getLogger(__name__)
 
-Ranking = list[tuple[str, float]]
+KIND = "bm25"
 
 
 @dataclass
-class BM25Config:
-    """Search-time BM25 and RM3 settings (params.yaml: index.bm25); defaults are pyserini's."""
+class BM25BuildConfig:
+    """Build-time Lucene settings (params.yaml: index.bm25); scoring settings are query-time (`search.bm25`)."""
 
-    k1: float = 0.9
-    b: float = 0.4
-    rm3_fb_terms: int = 10
-    rm3_fb_docs: int = 10
-    rm3_original_query_weight: float = 0.5
-    threads: int = 2  # Lucene threads for indexing and for batch_search
+    threads: int = 2  # Lucene indexing threads
 
     def __post_init__(self) -> None:
-        if self.k1 < 0 or not 0 <= self.b <= 1:
-            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
-        if self.rm3_fb_terms < 1 or self.rm3_fb_docs < 1:
-            raise ValueError("RM3 needs at least one feedback term and one feedback document")
-        if not 0 <= self.rm3_original_query_weight <= 1:
-            raise ValueError(f"rm3_original_query_weight must be in [0, 1], got {self.rm3_original_query_weight}")
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 
 
 class BM25Index:
-    """A Lucene index on disk with one searcher for BM25 and one for BM25+RM3.
+    """One Lucene searcher over a BM25 index folder: plain BM25, or BM25+RM3 when `rm3` settings are given.
 
-    RM3 is a setting on a pyserini searcher, so the two modes get separate searchers and
-    never see each other's state; each is used under its own lock, which makes `search`
-    and `batch_search` safe to call from many threads.
+    RM3 is a setting on a pyserini searcher, so the two modes use separate instances and never
+    see each other's state. A pyserini searcher must not run two searches at once: each instance
+    searches under its own lock, which makes `search` and `batch_search` safe from many threads.
     """
 
     @classmethod
-    def build(cls, dataset: BeirDataset, out_dir: Path, config: BM25Config) -> BM25Index:
-        """Index the corpus of `dataset` into `out_dir`, which appears only once the index is complete."""
-        out_dir = Path(out_dir)
+    def build(cls, dataset: BeirDataset, out_dir: Path, config: BM25BuildConfig) -> None:
+        """Index the corpus of `dataset` into `out_dir`, which appears only once index and manifest are complete."""
         with tempfile.TemporaryDirectory(prefix="clickloop-bm25-") as collection_dir:
             n_docs = _write_json_collection(dataset, Path(collection_dir) / "docs.jsonl")
             if n_docs == 0:
                 raise ValueError(f"{dataset.root}: the corpus is empty, there is nothing to index")
             with atomic_path(out_dir) as staged:
                 counters = _run_index_collection(Path(collection_dir), staged, config.threads)
-                _check_counts(counters, n_docs)
-        return cls(out_dir, config)
+                write_manifest(staged, KIND, {"n_docs": _check_counts(counters, n_docs)})
 
-    def __init__(self, path: Path, config: BM25Config | None = None) -> None:
+    def __init__(self, path: Path, settings: BM25Settings | None = None, rm3: RM3Settings | None = None) -> None:
         self.path = require(Path(path), "BM25 Lucene index")
-        self.config = config or BM25Config()
-        _allow_clauses(MAX_QUERY_CHARS + self.config.rm3_fb_terms)
+        self.settings = settings or BM25Settings()
+        _allow_clauses(MAX_QUERY_CHARS + (rm3.fb_terms if rm3 else 0))
         from pyserini.search.lucene import LuceneSearcher
 
-        self._plain = LuceneSearcher(str(self.path))
-        self._plain.set_bm25(self.config.k1, self.config.b)
-        self._rm3 = LuceneSearcher(str(self.path))
-        self._rm3.set_bm25(self.config.k1, self.config.b)
-        self._rm3.set_rm3(
-            self.config.rm3_fb_terms, self.config.rm3_fb_docs, self.config.rm3_original_query_weight
-        )
-        self._locks = {False: threading.Lock(), True: threading.Lock()}
-        self.num_docs: int = self._plain.num_docs
+        self._searcher = LuceneSearcher(str(self.path))
+        self._searcher.set_bm25(self.settings.k1, self.settings.b)
+        if rm3:
+            self._searcher.set_rm3(rm3.fb_terms, rm3.fb_docs, rm3.original_query_weight)
+        self._lock = threading.Lock()
+        self.num_docs: int = self._searcher.num_docs
 
-    def search(self, query: str, k: int, rm3: bool = False) -> Ranking:
+    def search(self, query: str, k: int) -> Ranking:
         """The top `k` (doc id, score) for `query`, best first; `k` beyond the corpus size is clamped."""
         check_query(query)
         depth = min(check_k(k), self.num_docs)
-        with self._locks[rm3]:
-            hits = self._searcher(rm3).search(query, depth)
+        with self._lock:
+            hits = self._searcher.search(query, depth)
         return [(hit.docid, hit.score) for hit in hits]
 
-    def batch_search(self, queries: Mapping[str, str], k: int, rm3: bool = False) -> dict[str, Ranking]:
-        """`search` for every (query id, text), run on `config.threads` Lucene threads."""
+    def batch_search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
+        """`search` for every (query id, text), run on `settings.threads` Lucene threads."""
         check_queries(queries)
         depth = min(check_k(k), self.num_docs)
         if not queries:
             return {}
         query_ids = list(queries)
-        with self._locks[rm3]:
-            results = self._searcher(rm3).batch_search(
-                [queries[qid] for qid in query_ids], query_ids, depth, self.config.threads
+        with self._lock:
+            results = self._searcher.batch_search(
+                [queries[qid] for qid in query_ids], query_ids, depth, self.settings.threads
             )
         return {qid: [(hit.docid, hit.score) for hit in results.get(qid, [])] for qid in query_ids}
 
-    def _searcher(self, rm3: bool) -> Any:
-        return self._rm3 if rm3 else self._plain
+
+def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
+    """The bm25 family's modes over `folder` (indexing.retriever registers this loader)."""
+    return {"bm25": BM25Index(folder, settings.bm25), "bm25_rm3": BM25Index(folder, settings.bm25, settings.rm3)}
 
 
 def _allow_clauses(n_clauses: int) -> None:
@@ -154,8 +143,8 @@ def _run_index_collection(collection_dir: Path, index_dir: Path, threads: int) -
     return indexer.getCounters()
 
 
-def _check_counts(counters: Any, n_docs: int) -> None:
-    """Every document is either indexed or reported empty; anything else is a failed build."""
+def _check_counts(counters: Any, n_docs: int) -> int:
+    """Every document is either indexed or reported empty, else the build failed; returns the indexed count."""
     indexed, empty = counters.indexed.get(), counters.empty.get()
     unindexable, skipped, errors = counters.unindexable.get(), counters.skipped.get(), counters.errors.get()
     if indexed == 0:
@@ -168,3 +157,4 @@ def _check_counts(counters: Any, n_docs: int) -> None:
     if empty:
         # Empty documents cannot match any query; BM25 leaves them out, the dense index keeps them.
         log.warning("%d of %d documents have no text and are not in the BM25 index", empty, n_docs)
+    return int(indexed)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from clickloop.params import PARAMS_FILE, section
 from indexing.errors import MissingIndexError, SearchInputError
+from indexing.retriever import known_modes
 from indexing.searcher import Hit, Searcher
+from indexing.settings import SearchConfig
 
 SNIPPET_CHARS = 80
 
@@ -23,15 +27,28 @@ def format_hits(hits: Sequence[Hit], snippet_chars: int = SNIPPET_CHARS) -> str:
     return "\n".join(lines)
 
 
+def search_settings(params: Path | None) -> SearchConfig:
+    """The `search` section of `params`, else of ./params.yaml when there is one, else the defaults."""
+    if params is None:
+        if not PARAMS_FILE.is_file():
+            return SearchConfig()
+        params = PARAMS_FILE
+    return section("search", SearchConfig, params)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("query")
-    parser.add_argument("--mode", choices=Searcher.MODES, default="bm25")
+    parser.add_argument("--mode", choices=known_modes(), default="bm25")
     parser.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     parser.add_argument("--index-root", default="data/indices")
+    parser.add_argument("--params", type=Path, help="params file whose `search` section sets the query-time settings"
+                        " (default: ./params.yaml when present, else the built-in defaults)")
     args = parser.parse_args(argv)
+    if args.params is not None and not args.params.is_file():
+        parser.error(f"--params {args.params}: no such file")
     try:
-        searcher = Searcher(args.index_root, modes=(args.mode,))
+        searcher = Searcher(args.index_root, modes=(args.mode,), settings=search_settings(args.params))
         hits = searcher.search(args.query, k=args.k, mode=args.mode)
     except (SearchInputError, MissingIndexError) as e:
         print(f"error: {e}", file=sys.stderr)

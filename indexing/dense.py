@@ -1,8 +1,9 @@
 """Dense retrieval: sentence-transformers embeddings in a FAISS inner-product index.
 
-On disk (`dense/`): `index.faiss` (always a CPU index), `doc_ids.json` (row -> doc id) and
-`manifest.json` (encoder, dimension, index type, document count). Queries are encoded with
-the encoder the manifest names, so documents and queries always share one embedding space.
+On disk (`dense/`): `index.faiss` (always a CPU index), `doc_ids.json` (row -> doc id) and the
+family's `retriever.json` (kind, encoder, dimension, index type, document count, normalisation,
+max_seq_length). Queries are encoded with the encoder the manifest names, so documents and
+queries always share one embedding space. The family serves one mode, dense.
 """
 
 from __future__ import annotations
@@ -23,29 +24,26 @@ from clickloop.beir import BeirDataset, Document
 from clickloop.env import torch_device
 from indexing.docstore import iter_unique_documents
 from indexing.errors import check_k, check_queries, check_query, require
+from indexing.retriever import Ranking, Retriever, read_manifest, write_manifest
+from indexing.settings import DenseSettings, SearchConfig
 
 log = logging.getLogger(__name__)
 
-Ranking = list[tuple[str, float]]
-
+KIND = "dense"
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
 INDEX_FILE = "index.faiss"
 DOC_IDS_FILE = "doc_ids.json"
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass
-class DenseConfig:
-    """Encoder and FAISS settings (params.yaml: index.dense)."""
+class DenseBuildConfig:
+    """Encoder and FAISS index settings (params.yaml: index.dense); search settings are query-time (`search.dense`)."""
 
     model: str = PACKAGED_MODEL  # the packaged all-MiniLM-L6-v2, or a sentence-transformers folder
     index_type: str = "Flat"  # a faiss.index_factory string; the metric is always inner product
-    batch_size: int = 64
+    batch_size: int = 64  # documents per encoder batch
     max_seq_length: int = 256
     normalize: bool = True
-    # faiss.ParameterSpace settings applied when the index is loaded, e.g. "nprobe=16" for IVF
-    # or "efSearch=128" for HNSW; empty keeps FAISS's defaults.
-    search_params: str = ""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_seq_length < 1:
@@ -99,9 +97,8 @@ class DenseIndex:
     """A FAISS index of document embeddings plus the encoder for queries; safe to search from many threads."""
 
     @classmethod
-    def build(cls, dataset: BeirDataset, out_dir: Path, config: DenseConfig) -> DenseIndex:
+    def build(cls, dataset: BeirDataset, out_dir: Path, config: DenseBuildConfig) -> None:
         """Encode the corpus of `dataset` and index it into `out_dir`, which appears only once complete."""
-        out_dir = Path(out_dir)
         docs = list(iter_unique_documents(dataset))
         if not docs:
             raise ValueError(f"{dataset.root}: the corpus is empty, there is nothing to index")
@@ -118,7 +115,7 @@ class DenseIndex:
                     f" (an IVF index needs more documents than lists): {e}"
                 ) from None
         index.add(embeddings)
-        manifest = {
+        facts = {
             "model": config.model,
             "dim": dim,
             "index_type": config.index_type,
@@ -130,13 +127,12 @@ class DenseIndex:
             staged.mkdir()
             faiss.write_index(index, str(staged / INDEX_FILE))
             (staged / DOC_IDS_FILE).write_text(json.dumps([d.doc_id for d in docs]))
-            (staged / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        return cls(out_dir, config)
+            write_manifest(staged, KIND, facts)
 
-    def __init__(self, path: Path, config: DenseConfig | None = None) -> None:
+    def __init__(self, path: Path, settings: DenseSettings | None = None) -> None:
         self.path = require(Path(path), "dense FAISS index")
-        self.config = config or DenseConfig()
-        self.manifest: dict[str, Any] = json.loads(require(self.path / MANIFEST_FILE, "dense manifest").read_text())
+        self.settings = settings or DenseSettings()
+        self.manifest = read_manifest(self.path)
         self.doc_ids: list[str] = json.loads(require(self.path / DOC_IDS_FILE, "dense doc ids").read_text())
         cpu_index = faiss.read_index(str(require(self.path / INDEX_FILE, "FAISS index file")))
         if cpu_index.ntotal != len(self.doc_ids):
@@ -144,8 +140,8 @@ class DenseIndex:
                 f"{self.path}: the FAISS index has {cpu_index.ntotal} vectors but {len(self.doc_ids)} doc ids;"
                 " rebuild it with `dvc repro index`"
             )
-        if self.config.search_params:
-            faiss.ParameterSpace().set_index_parameters(cpu_index, self.config.search_params)
+        if self.settings.search_params:
+            faiss.ParameterSpace().set_index_parameters(cpu_index, self.settings.search_params)
         self._index = _on_gpu_if_possible(cpu_index)
         self._encoder = load_encoder(self.manifest["model"], self.manifest["max_seq_length"])
         # Hugging Face fast tokenizers raise "Already borrowed" when used from two threads at once.
@@ -168,13 +164,18 @@ class DenseIndex:
     def _search_texts(self, texts: list[str], k: int) -> list[Ranking]:
         depth = min(k, self.num_docs)
         with self._lock:
-            vectors = encode(self._encoder, texts, self.config.batch_size, self.manifest["normalize"], False)
+            vectors = encode(self._encoder, texts, self.settings.batch_size, self.manifest["normalize"], False)
             scores, rows = self._index.search(vectors, depth)
         # Approximate indices (HNSW, IVF) mark missing neighbours with row -1.
         return [
             [(self.doc_ids[row], float(score)) for score, row in zip(q_scores, q_rows, strict=True) if row >= 0]
             for q_scores, q_rows in zip(scores, rows, strict=True)
         ]
+
+
+def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
+    """The dense family's one mode over `folder` (indexing.retriever registers this loader)."""
+    return {KIND: DenseIndex(folder, settings.dense)}
 
 
 def _on_gpu_if_possible(index: Any) -> Any:

@@ -10,7 +10,6 @@ from pathlib import Path
 MAX_K = 10_000
 # Longer texts are documents, not queries; the cap also bounds the distinct terms a Lucene query can hold.
 MAX_QUERY_CHARS = 10_000
-BUILD_COMMAND = "dvc repro index"
 
 
 class SearchInputError(ValueError):
@@ -20,15 +19,16 @@ class SearchInputError(ValueError):
 class MissingIndexError(FileNotFoundError):
     """An index artifact that should have been built is not on disk."""
 
-    def __init__(self, path: Path, what: str) -> None:
-        super().__init__(f"{what} not found at {path}; build the indices with `{BUILD_COMMAND}`")
+    def __init__(self, path: Path, what: str, stage: str = "index") -> None:
+        """`stage`: the DVC stage that builds the artifact, named in the message."""
+        super().__init__(f"{what} not found at {path}; build it with `dvc repro {stage}`")
         self.path = path
 
 
-def require(path: Path, what: str) -> Path:
-    """`path` if it exists, else a `MissingIndexError` naming the artifact and how to build it."""
+def require(path: Path, what: str, stage: str = "index") -> Path:
+    """`path` if it exists, else a `MissingIndexError` naming the artifact and the stage that builds it."""
     if not path.exists():
-        raise MissingIndexError(path, what)
+        raise MissingIndexError(path, what, stage)
     return path
 
 

@@ -1,5 +1,6 @@
 """Stage `evaluate`: judged metrics per retriever where judgments exist, counterfactual click
-metrics from the logs, as DVC metrics (one entry per retriever) and a DVC plot table."""
+metrics from the logs, as DVC metrics (one entry per retriever) and a DVC plot table. The
+retrievers search with the query-time settings of params.yaml `search`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from clickloop.metrics import (
     observed_clicks_at_k,
 )
 from clickloop.params import section
-from indexing import Searcher
+from indexing import SearchConfig, Searcher
 
 
 @dataclass
@@ -93,7 +94,7 @@ def _estimate_row(key: str, estimate: CounterfactualEstimate) -> dict[str, float
 
 def main() -> None:
     config = section("evaluate", EvaluateConfig)
-    searcher = Searcher(config.index_root)
+    searcher = Searcher(config.index_root, modes=config.retrievers, settings=section("search", SearchConfig))
     judged = judged_report(config, searcher)
     counterfactual = counterfactual_report(config, searcher)
     rows: dict[str, dict[str, float]] = {}

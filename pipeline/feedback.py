@@ -9,7 +9,8 @@ From `data/ingested/results.parquet` it writes, under `data/feedback/` (one atom
 - `gnolr/` and `reward/`: the ordinal impression < click < love model and the calibrated
   P[love] reward, trained on all days but the held-out last one (`models.reward`);
 - `recommender/`: the unbiased user -> item recommender with its FAISS index
-  (`indexing.recommender`), skipped with a reason when the logs name no users;
+  (`models.recommendation.artifact`, served by `indexing.Recommender`), skipped with a reason
+  when the logs name no users;
 
 and `metrics/feedback.json` with each model's held-out figures.
 """
@@ -27,9 +28,9 @@ import polars as pl
 from clickloop.atomic import atomic_path, write_json
 from clickloop.beir import BeirDataset
 from clickloop.params import load_params, section
-from indexing.recommender import train_recommender
 from models.gnolr import GNOLRConfig
 from models.propensity import PropensityConfig, estimate_propensities
+from models.recommendation.artifact import train_recommender
 from models.recommendation.factorization import RecommenderConfig
 from models.relevance_labels import LabelConfig, relevance_labels, write_labels
 from models.reward import RewardConfig, train_feedback_models

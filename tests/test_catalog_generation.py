@@ -68,13 +68,14 @@ def test_many_test_queries_share_no_content_word_with_their_exact_matches(catalo
 
 @pytest.mark.slow
 def test_bm25_is_a_reasonable_but_beatable_baseline(tmp_path: Path):
-    from indexing.bm25 import BM25Config, BM25Index
+    from indexing.bm25 import BM25BuildConfig, BM25Index
 
     config = DatasetConfig(out_dir=str(tmp_path / "dataset"),
                            catalog=CatalogConfig(n_items=1000, n_train_queries=20, n_test_queries=100))
     build_dataset(config, seed=13)
     dataset = BeirDataset(tmp_path / "dataset")
-    index = BM25Index.build(dataset, tmp_path / "bm25", BM25Config())
+    BM25Index.build(dataset, tmp_path / "bm25", BM25BuildConfig())
+    index = BM25Index(tmp_path / "bm25")
     queries = dataset.queries("test")
     run = {qid: dict(hits) for qid, hits in index.batch_search(queries, 10).items()}
     ndcg = evaluate(dataset.qrels("test"), run, ["nDCG@10"])["nDCG@10"]

@@ -7,6 +7,7 @@ starts once per test session.
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -15,13 +16,14 @@ import numpy as np
 import pytest
 
 from clickloop.beir import BeirDataset, BeirFormatError, Document, write_beir
-from indexing import MissingIndexError, Searcher, SearchInputError
+from indexing import MissingIndexError, SearchConfig, Searcher, SearchInputError
 from indexing import bm25 as bm25_module
-from indexing.bm25 import BM25Config, BM25Index
+from indexing.bm25 import BM25BuildConfig, BM25Index
 from indexing.cli import main as cli_main
-from indexing.dense import DenseConfig, DenseIndex
+from indexing.dense import DenseBuildConfig, DenseIndex
 from indexing.errors import MAX_K, MAX_QUERY_CHARS
-from indexing.searcher import build_indices
+from indexing.retriever import known_modes
+from indexing.settings import BM25Settings, DenseSettings
 from pipeline.index import IndexConfig, run
 
 pytestmark = pytest.mark.jvm  # starts Lucene's JVM in this process: see the `test` target in Makefile
@@ -58,6 +60,7 @@ TOPICS = {
     "empty": ("", ""),  # no text at all: BM25 cannot index it, the dense index keeps it
 }
 N_DOCS = len(TOPICS)
+MODES = ("bm25", "bm25_rm3", "dense")  # what the index stage builds
 # (query, the doc it is obviously about): phrased differently from the doc for the dense retriever.
 OBVIOUS = {
     "how do plants make sugar from sunlight chlorophyll": "photo",
@@ -94,17 +97,23 @@ def searcher(built: tuple[IndexConfig, dict]) -> Searcher:
 def test_stage_writes_every_artifact_and_its_metrics(built: tuple[IndexConfig, dict]) -> None:
     config, report = built
     root = Path(config.out_dir)
-    assert {p.name for p in root.iterdir()} == {"bm25", "dense", "docs.parquet", "searcher.json"}
-    manifest = json.loads((root / "dense" / "manifest.json").read_text())
-    assert manifest == {"model": "all-MiniLM-L6-v2", "dim": 384, "index_type": "Flat", "n_docs": N_DOCS,
-                        "normalize": True, "max_seq_length": 256}
+    assert {p.name for p in root.iterdir()} == {"bm25", "dense", "docs.parquet"}
+    assert json.loads((root / "bm25" / "retriever.json").read_text()) == {"kind": "bm25", "n_docs": N_DOCS - 1}
+    manifest = json.loads((root / "dense" / "retriever.json").read_text())
+    assert manifest == {"kind": "dense", "model": "all-MiniLM-L6-v2", "dim": 384, "index_type": "Flat",
+                        "n_docs": N_DOCS, "normalize": True, "max_seq_length": 256}
     assert json.loads(Path(config.metrics_file).read_text()) == report
     assert report["n_docs"] == N_DOCS
     for artifact in ("bm25", "dense", "docs.parquet"):
         assert report[artifact]["size_bytes"] > 0 and report[artifact]["build_seconds"] >= 0
 
 
-@pytest.mark.parametrize("mode", Searcher.MODES)
+def test_searcher_loads_every_family_of_the_root(searcher: Searcher) -> None:
+    assert searcher.modes == MODES
+    assert set(MODES) <= set(known_modes())
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("query", "expected"), OBVIOUS.items())
 def test_obviously_matching_doc_ranks_first(searcher: Searcher, mode: str, query: str, expected: str) -> None:
     hits = searcher.search(query, k=5, mode=mode)
@@ -127,7 +136,14 @@ def test_rm3_expands_the_query_and_changes_scores(searcher: Searcher) -> None:
     ]
 
 
-@pytest.mark.parametrize("mode", Searcher.MODES)
+def test_query_time_settings_need_no_rebuild(built: tuple[IndexConfig, dict], searcher: Searcher) -> None:
+    tuned = Searcher(built[0].out_dir, modes=("bm25",), settings=SearchConfig(bm25=BM25Settings(k1=2.0, b=1.0)))
+    query = "ocean tides and the moon"
+    default_scores = [h.score for h in searcher.search(query, k=5, mode="bm25")]
+    assert [h.score for h in tuned.search(query, k=5, mode="bm25")] != pytest.approx(default_scores)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_batch_search_equals_search(searcher: Searcher, dataset: BeirDataset, mode: str) -> None:
     queries = dataset.queries()
     batch = searcher.batch_search(queries, k=8, mode=mode)
@@ -184,12 +200,19 @@ def test_missing_artifacts_name_the_file_and_the_build_command(
     partial_root = tmp_path / "indices"
     partial_root.mkdir()
     source = Path(built[0].out_dir)
-    for name in ("docs.parquet", "searcher.json"):
-        (partial_root / name).write_bytes((source / name).read_bytes())
-    with pytest.raises(MissingIndexError, match=r"BM25 Lucene index not found at .*bm25"):
+    (partial_root / "docs.parquet").write_bytes((source / "docs.parquet").read_bytes())
+    with pytest.raises(MissingIndexError, match=r"retriever index not found at .*retriever.json.*dvc repro index"):
         Searcher(partial_root)
-    with pytest.raises(MissingIndexError, match=r"dense FAISS index not found at .*dense"):
-        Searcher(partial_root, modes=("dense",))
+    shutil.copytree(source / "bm25", partial_root / "bm25")
+    (partial_root / "dense").mkdir()  # a folder without its manifest is not a (complete) index
+    assert Searcher(partial_root).modes == ("bm25", "bm25_rm3")  # by default, whatever the root holds
+    with pytest.raises(MissingIndexError, match=r"dense index \(modes dense\) not found at .*dense.*dvc repro index"):
+        Searcher(partial_root, modes=("bm25", "dense"))
+
+
+def test_unknown_mode_lists_the_known_ones(built: tuple[IndexConfig, dict]) -> None:
+    with pytest.raises(SearchInputError, match=r"unknown search mode 'splade'; choose one of bm25, bm25_rm3, dense"):
+        Searcher(built[0].out_dir, modes=("splade",))
 
 
 def test_a_mode_that_was_not_loaded_says_so(built: tuple[IndexConfig, dict]) -> None:
@@ -200,7 +223,7 @@ def test_a_mode_that_was_not_loaded_says_so(built: tuple[IndexConfig, dict]) -> 
 
 
 def test_concurrent_searches_match_sequential_ones(searcher: Searcher) -> None:
-    requests = [(query, mode) for query in [*OBVIOUS, "ocean tides", "paper cranes"] for mode in Searcher.MODES] * 3
+    requests = [(query, mode) for query in [*OBVIOUS, "ocean tides", "paper cranes"] for mode in MODES] * 3
 
     def ranked(request: tuple[str, str]) -> list[tuple[str, float]]:
         query, mode = request
@@ -224,23 +247,24 @@ def test_killed_bm25_build_leaves_no_index(
 
     monkeypatch.setattr(bm25_module, "_run_index_collection", killed_after_lucene_wrote)
     with pytest.raises(KeyboardInterrupt):
-        BM25Index.build(dataset, tmp_path / "bm25", BM25Config())
+        BM25Index.build(dataset, tmp_path / "bm25", BM25BuildConfig())
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_dense_build_leaves_no_index_root(dataset: BeirDataset, tmp_path: Path) -> None:
+def test_failed_dense_build_leaves_no_index(dataset: BeirDataset, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"cannot be trained on 29 documents"):
-        build_indices(dataset, tmp_path / "indices", BM25Config(), DenseConfig(index_type="IVF256,Flat"))
+        DenseIndex.build(dataset, tmp_path / "dense", DenseBuildConfig(index_type="IVF256,Flat"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_faiss_index_type_is_rejected(dataset: BeirDataset, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="index_factory"):
-        DenseIndex.build(dataset, tmp_path / "dense", DenseConfig(index_type="NoSuchIndex"))
+        DenseIndex.build(dataset, tmp_path / "dense", DenseBuildConfig(index_type="NoSuchIndex"))
 
 
 def test_hnsw_index_finds_the_same_top_hits(dataset: BeirDataset, searcher: Searcher, tmp_path: Path) -> None:
-    hnsw = DenseIndex.build(dataset, tmp_path / "dense", DenseConfig(index_type="HNSW32", search_params="efSearch=64"))
+    DenseIndex.build(dataset, tmp_path / "dense", DenseBuildConfig(index_type="HNSW32"))
+    hnsw = DenseIndex(tmp_path / "dense", DenseSettings(search_params="efSearch=64"))
     for query, expected in OBVIOUS.items():
         ranking = hnsw.search(query, k=3)
         assert ranking[0][0] == expected
@@ -250,15 +274,25 @@ def test_hnsw_index_finds_the_same_top_hits(dataset: BeirDataset, searcher: Sear
 def test_duplicate_document_ids_are_rejected(tmp_path: Path) -> None:
     write_beir(tmp_path / "beir", [Document("d1", "a", "x"), Document("d1", "b", "y")], {"q": "x"}, {})
     with pytest.raises(BeirFormatError, match="'d1' appears twice"):
-        BM25Index.build(BeirDataset(tmp_path / "beir"), tmp_path / "bm25", BM25Config())
+        BM25Index.build(BeirDataset(tmp_path / "beir"), tmp_path / "bm25", BM25BuildConfig())
     assert not (tmp_path / "bm25").exists()
 
 
-def test_cli_prints_ranked_hits(built: tuple[IndexConfig, dict], capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["volcanic ash and the ocean", "--mode", "bm25", "-k", "2", "--index-root", built[0].out_dir]) == 0
+def test_cli_prints_ranked_hits(
+    built: tuple[IndexConfig, dict], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["volcanic ash and the ocean", "--mode", "bm25", "-k", "2", "--index-root", built[0].out_dir]
+    assert cli_main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].split()[:2] == ["1", "volcano"] and lines[0].endswith("Volcanoes")
+    params = tmp_path / "params.yaml"
+    params.write_text("search:\n  bm25: {k1: 2.0, b: 1.0}\n")
+    assert cli_main([*args, "--params", str(params)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[2] != lines[0].split()[2]  # another score
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--params", str(tmp_path / "missing.yaml")])
+    assert "no such file" in capsys.readouterr().err
     assert cli_main(["  ", "--index-root", built[0].out_dir]) == 2
     assert "non-empty" in capsys.readouterr().err
 

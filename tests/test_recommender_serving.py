@@ -11,8 +11,10 @@ import polars as pl
 import pytest
 
 from indexing.errors import MissingIndexError, SearchInputError
-from indexing.recommender import Recommender, UnknownUserError, train_recommender
+from indexing.recommender import Recommender, UnknownUserError
 from models.recommendation import FactorizationModel, RecommenderConfig
+from models.recommendation.artifact import train_recommender
+from models.recommendation.layout import MODEL_DIR
 
 THETA = [1.0, 0.6, 0.4, 0.3, 0.2]
 N_USERS, N_DOCS, SHOWN = 30, 25, 5
@@ -60,7 +62,7 @@ def test_summary_counts_every_row(artifact: tuple[Path, dict]) -> None:
 
 
 def test_top_k_equals_brute_force_over_unseen_items(artifact: tuple[Path, dict], recommender: Recommender) -> None:
-    model = FactorizationModel.load(artifact[0] / "model")
+    model = FactorizationModel.load(artifact[0] / MODEL_DIR)
     scores = model.scores()
     results = synthetic_results().filter(pl.col("user_id").is_not_null())
     clicked = set(results.filter(pl.col("actions").list.contains("click")).select("user_id", "doc_id").iter_rows())
@@ -119,7 +121,7 @@ def test_bad_cold_start_policy_is_rejected(artifact: tuple[Path, dict], recommen
 
 
 def test_missing_artifact_says_how_to_build_it(tmp_path: Path) -> None:
-    with pytest.raises(MissingIndexError, match="recommender artifact folder"):
+    with pytest.raises(MissingIndexError, match=r"recommender artifact folder .*dvc repro feedback"):
         Recommender(tmp_path / "nothing")
 
 

@@ -18,12 +18,13 @@ pytestmark = pytest.mark.jvm  # starts Lucene's JVM in this process: see the `te
 
 @pytest.mark.slow
 def test_simulate_stage_logs_bm25_pages_of_train_queries(tmp_path: Path):
-    from indexing.bm25 import BM25Config, BM25Index
+    from indexing.bm25 import BM25BuildConfig, BM25Index
 
     build_dataset(DatasetConfig(out_dir=str(tmp_path / "dataset"),
                                 catalog=CatalogConfig(n_items=400, n_train_queries=40, n_test_queries=20)), seed=2)
     dataset = BeirDataset(tmp_path / "dataset")
-    index = BM25Index.build(dataset, tmp_path / "bm25", BM25Config())
+    BM25Index.build(dataset, tmp_path / "bm25", BM25BuildConfig())
+    index = BM25Index(tmp_path / "bm25")
     config = SimulatorConfig(
         days=2, sessions_per_day=300, dataset_dir=str(tmp_path / "dataset"), bm25_dir=str(tmp_path / "bm25"),
         out_dir=str(tmp_path / "logs"), truth_dir=str(tmp_path / "truth"),

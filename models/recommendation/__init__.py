@@ -1,6 +1,7 @@
 """User -> item recommendation from implicit feedback: the interaction matrix with its exposure
 propensities, matrix factorisation with the naive, Rel-MF (clipped IPS) and GNOLR losses, and the
-ranking metrics of the unbiased-recommendation protocol. `indexing.recommender` serves the result."""
+ranking metrics of the unbiased-recommendation protocol; `artifact` trains and writes the folder (`layout`)
+that `indexing.Recommender` serves."""
 
 from models.recommendation.factorization import METHODS, FactorizationModel, RecommenderConfig, ScoreVectors
 from models.recommendation.interactions import (
