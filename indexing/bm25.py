@@ -57,13 +57,16 @@ class BM25Index:
             if n_docs == 0:
                 raise ValueError(f"{dataset.root}: the corpus is empty, there is nothing to index")
             with atomic_path(out_dir) as staged:
-                counters = _run_index_collection(Path(collection_dir), staged, config.threads)
-                write_manifest(staged, KIND, {"n_docs": _check_counts(counters, n_docs)})
+                counters = run_index_collection(
+                    Path(collection_dir), staged, config.threads, storePositions=True, storeDocvectors=True,
+                    storeRaw=True,
+                )
+                write_manifest(staged, KIND, {"n_docs": check_counts(counters, n_docs)})
 
     def __init__(self, path: Path, settings: BM25Settings | None = None, rm3: RM3Settings | None = None) -> None:
         self.path = require(Path(path), "BM25 Lucene index")
         self.settings = settings or BM25Settings()
-        _allow_clauses(MAX_QUERY_CHARS + (rm3.fb_terms if rm3 else 0))
+        allow_clauses(MAX_QUERY_CHARS + (rm3.fb_terms if rm3 else 0))
         from pyserini.search.lucene import LuceneSearcher
 
         self._searcher = LuceneSearcher(str(self.path))
@@ -100,7 +103,7 @@ def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
     return {"bm25": BM25Index(folder, settings.bm25), "bm25_rm3": BM25Index(folder, settings.bm25, settings.rm3)}
 
 
-def _allow_clauses(n_clauses: int) -> None:
+def allow_clauses(n_clauses: int) -> None:
     """Let Lucene queries hold `n_clauses` terms (a JVM-wide limit, only ever raised).
 
     A bag-of-words query has one clause per distinct term and Lucene's default cap is 1,024,
@@ -124,8 +127,11 @@ def _write_json_collection(dataset: BeirDataset, path: Path) -> int:
     return n_docs
 
 
-def _run_index_collection(collection_dir: Path, index_dir: Path, threads: int) -> Any:
-    """Run Anserini's IndexCollection in this process; returns its counters."""
+def run_index_collection(
+    collection_dir: Path, index_dir: Path, threads: int, collection_class: str = "JsonCollection", **flags: bool
+) -> Any:
+    """Run Anserini's IndexCollection in this process; returns its counters. `flags` are its boolean
+    arguments (e.g. storePositions=True, or impact=True, pretokenized=True for learned weights)."""
     prepare_pyserini()
     from pyserini.pyclass import autoclass
 
@@ -133,17 +139,16 @@ def _run_index_collection(collection_dir: Path, index_dir: Path, threads: int) -
     args = autoclass("io.anserini.index.IndexCollection$Args")()
     args.input = str(collection_dir)
     args.index = str(index_dir)
-    args.collectionClass = "JsonCollection"
+    args.collectionClass = collection_class
     args.threads = threads
-    args.storePositions = True
-    args.storeDocvectors = True
-    args.storeRaw = True
+    for name, value in flags.items():
+        setattr(args, name, value)
     indexer = index_collection(args)
     indexer.run()
     return indexer.getCounters()
 
 
-def _check_counts(counters: Any, n_docs: int) -> int:
+def check_counts(counters: Any, n_docs: int, what: str = "BM25") -> int:
     """Every document is either indexed or reported empty, else the build failed; returns the indexed count."""
     indexed, empty = counters.indexed.get(), counters.empty.get()
     unindexable, skipped, errors = counters.unindexable.get(), counters.skipped.get(), counters.errors.get()
@@ -155,6 +160,6 @@ def _check_counts(counters: Any, n_docs: int) -> int:
             f" {skipped} skipped, {errors} errors)"
         )
     if empty:
-        # Empty documents cannot match any query; BM25 leaves them out, the dense index keeps them.
-        log.warning("%d of %d documents have no text and are not in the BM25 index", empty, n_docs)
+        # Empty documents cannot match any query; Lucene leaves them out, the dense index keeps them.
+        log.warning("%d of %d documents have no terms and are not in the %s index", empty, n_docs, what)
     return int(indexed)

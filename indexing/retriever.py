@@ -86,6 +86,7 @@ def family_of(mode: str) -> Family:
 # The registry: one line per family. Its kind names its folder and the "kind" of its manifest.
 register(Family("bm25", ("bm25", "bm25_rm3"), "indexing.bm25:load"))
 register(Family("dense", ("dense",), "indexing.dense:load"))
+register(Family("sparse", ("sparse",), "indexing.sparse:load", stage="sparse"))
 
 
 def write_manifest(folder: Path, kind: str, facts: Mapping[str, Any]) -> None:

@@ -54,9 +54,22 @@ class DenseSettings:
 
 
 @dataclass
+class SparseSettings:
+    """Query weighting of the inference-free sparse retriever."""
+
+    # Lucene impact queries take integer weights: a query token's weight times this, rounded.
+    query_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.query_scale <= 0:
+            raise ValueError(f"query_scale must be positive, got {self.query_scale}")
+
+
+@dataclass
 class SearchConfig:
     """params.yaml section `search`: one field per retriever family (or per part of one, like rm3)."""
 
     bm25: BM25Settings = field(default_factory=BM25Settings)
     rm3: RM3Settings = field(default_factory=RM3Settings)
     dense: DenseSettings = field(default_factory=DenseSettings)
+    sparse: SparseSettings = field(default_factory=SparseSettings)

@@ -30,7 +30,7 @@ class EvaluateConfig:
     index_root: str = "data/indices"
     results_file: str = "data/ingested/results.parquet"
     propensities_file: str = "data/feedback/propensities.json"
-    retrievers: list[str] = field(default_factory=lambda: ["bm25", "bm25_rm3", "dense"])
+    retrievers: list[str] = field(default_factory=lambda: ["bm25", "bm25_rm3", "dense", "sparse"])
     split: str = "test"
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     depth: int = 100

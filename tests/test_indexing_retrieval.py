@@ -238,14 +238,14 @@ def test_concurrent_searches_match_sequential_ones(searcher: Searcher) -> None:
 def test_killed_bm25_build_leaves_no_index(
     dataset: BeirDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run = bm25_module._run_index_collection
+    real_run = bm25_module.run_index_collection
 
-    def killed_after_lucene_wrote(collection_dir: Path, index_dir: Path, threads: int) -> object:
-        real_run(collection_dir, index_dir, threads)
+    def killed_after_lucene_wrote(collection_dir: Path, index_dir: Path, *args: object, **flags: bool) -> object:
+        real_run(collection_dir, index_dir, *args, **flags)
         assert any(index_dir.iterdir())  # Lucene really wrote segment files before the kill
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bm25_module, "_run_index_collection", killed_after_lucene_wrote)
+    monkeypatch.setattr(bm25_module, "run_index_collection", killed_after_lucene_wrote)
     with pytest.raises(KeyboardInterrupt):
         BM25Index.build(dataset, tmp_path / "bm25", BM25BuildConfig())
     assert list(tmp_path.iterdir()) == []
