@@ -82,6 +82,7 @@ class SparseTrainingConfig:
 
 @dataclass
 class TrainingResult:
+    kept_untrained: bool  # no epoch validated better than the untrained encoder, which is kept
     best_val_ndcg: float
     untrained_val_ndcg: float
     epochs: int
@@ -324,12 +325,18 @@ def train_sparse_encoder(
             callbacks=[EarlyStopping(monitor="val_ndcg", mode="max", patience=config.patience), checkpoint],
         )
         untrained = trainer.validate(module, val_batches, verbose=False)[0]["val_ndcg"]
+        initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
         module.history.clear()
         trainer.fit(module, TrainingBatches(model, train, config, len(idf)), val_batches)
-        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else -1.0
+        # Never ship an encoder that validates worse than where training started.
+        kept_untrained = best_score <= untrained
+        best = initial if kept_untrained else torch.load(
+            checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(best)
     return TrainingResult(
-        best_val_ndcg=float(checkpoint.best_model_score or 0.0),
+        kept_untrained=kept_untrained,
+        best_val_ndcg=max(best_score, float(untrained)),
         untrained_val_ndcg=float(untrained),
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
