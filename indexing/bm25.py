@@ -148,10 +148,21 @@ def run_index_collection(
     return indexer.getCounters()
 
 
+COUNTERS = ("indexed", "empty", "unindexable", "skipped", "errors")
+
+
+def counter_values(counters: Any) -> dict[str, int]:
+    """IndexCollection's counters as plain integers."""
+    return {name: int(getattr(counters, name).get()) for name in COUNTERS}
+
+
 def check_counts(counters: Any, n_docs: int, what: str = "BM25") -> int:
-    """Every document is either indexed or reported empty, else the build failed; returns the indexed count."""
-    indexed, empty = counters.indexed.get(), counters.empty.get()
-    unindexable, skipped, errors = counters.unindexable.get(), counters.skipped.get(), counters.errors.get()
+    """Every document is either indexed or reported empty, else the build failed; returns the indexed count.
+
+    `counters`: IndexCollection's counters, or their `counter_values`."""
+    values = counters if isinstance(counters, dict) else counter_values(counters)
+    indexed, empty = values["indexed"], values["empty"]
+    unindexable, skipped, errors = values["unindexable"], values["skipped"], values["errors"]
     if indexed == 0:
         raise ValueError(f"none of the {n_docs} documents has any text to index")
     if indexed + empty != n_docs or unindexable or skipped or errors:
