@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
-from bench.scifact_logs import REPO, SCIFACT, bm25_rankings, ingest_logs, scifact
+from bench.scifact_logs import REPO, SCIFACT, bm25_rankings, ingest_logs, portable, scifact
 from clickloop.atomic import atomic_path, write_json, write_text
 from clickloop.beir import BeirDataset, Qrels
 from clickloop.simulation.click_models import relevance_grades
@@ -111,7 +111,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         raise RuntimeError("held-out results without a truth row: the simulator and ingest disagree")
 
     report: dict[str, Any] = {
-        "config": _plain(dataclasses.asdict(config)),
+        "config": portable(dataclasses.asdict(config)),
         "n_results": results.height,
         "n_days": results["day"].n_unique(),
         "feedback_metrics": models.metrics,
@@ -267,14 +267,6 @@ def _with_truth(frame: pl.DataFrame, true_reward: dict[int, float]) -> pl.DataFr
         pl.col("grade").replace_strict(true_reward, default=0.0, return_dtype=pl.Float64).alias("true_love_prob"),
         (pl.col("grade") > 0).alias("relevant"),
     )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -4,8 +4,10 @@ run through the real ingest stage."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from clickloop.beir import BeirDataset
 from clickloop.ingest import IngestConfig, IngestReport, ingest
@@ -13,6 +15,18 @@ from indexing.bm25 import BM25BuildConfig, BM25Index
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+
+
+def portable(value: Any) -> Any:
+    """`value` with every path (Path, or a string naming an absolute path) relative to the repo, so a
+    committed report names datasets and folders the same on every machine."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v) for v in value]
+    if isinstance(value, Path) or (isinstance(value, str) and os.path.isabs(value)):
+        return os.path.relpath(value, REPO)
+    return value
 
 
 def scifact(path: Path = SCIFACT) -> BeirDataset:

@@ -24,6 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from bench.scifact_logs import portable
 from clickloop.atomic import write_json, write_text
 from clickloop.beir import BeirDataset, Run
 from clickloop.env import prepare_pyserini
@@ -175,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode in searcher.modes
     }
     report = {
-        "dataset": str(args.dataset),
+        "dataset": portable(args.dataset),
         "split": args.split,
         "n_queries": len(queries),
         "passes": args.passes,

@@ -46,7 +46,7 @@ import polars as pl
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from bench.scifact_logs import REPO, SCIFACT, bm25_rankings, ingest_logs, scifact
+from bench.scifact_logs import REPO, SCIFACT, bm25_rankings, ingest_logs, portable, scifact
 from clickloop.atomic import write_json, write_text
 from clickloop.beir import BeirDataset, Qrels, Run
 from clickloop.metrics import evaluate
@@ -130,7 +130,7 @@ def run(config: BenchConfig) -> dict:
     bm25_ndcg = ndcg(test_qrels, {qid: candidates[qid] for qid in test_qrels})
     oracle_ndcg = rerank_ndcg(config, train, "grade", test, test_qrels)
     report: dict = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+        "config": portable(dataclasses.asdict(config)),
         "bm25_ndcg@10": bm25_ndcg,
         "oracle_ndcg@10": oracle_ndcg,
         "settings": [],

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench.scifact_logs import SCIFACT, bm25_rankings, ingest_logs, scifact
+from bench.scifact_logs import SCIFACT, bm25_rankings, ingest_logs, portable, scifact
 from clickloop.atomic import write_json, write_text
 from clickloop.simulation import ExplorationConfig, Simulator, SimulatorConfig, examination_curve, write_simulation
 from clickloop.simulation.config import ULTRA_EXAMINATION
@@ -127,7 +127,7 @@ def main() -> None:
     unshuffled = ctr_by_position(truth.filter(pl.col("exploration") == "none"))
     theta = examination_curve(ULTRA_EXAMINATION, config.eta, TOP_K)
     report = {
-        "dataset": str(SCIFACT), "queries": len(queries), "sessions": summary["totals"]["sessions"],
+        "dataset": portable(SCIFACT), "queries": len(queries), "sessions": summary["totals"]["sessions"],
         "config": {"click_model": config.click_model, "eta": config.eta, "exploration": vars(config.exploration),
                    "noisy_user_share": config.noisy_user_share,
                    "adversarial_user_share": config.adversarial_user_share},

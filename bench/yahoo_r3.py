@@ -47,6 +47,7 @@ import lightning as L
 import numpy as np
 import polars as pl
 
+from bench.scifact_logs import portable
 from clickloop.atomic import write_json, write_text
 from models.recommendation import (
     FactorizationModel,
@@ -372,7 +373,7 @@ def run(config: BenchConfig, variants: list[str]) -> dict[str, Any]:
         results[variant] = {"metrics": summarize(per_seed, config), "fit_seconds": seconds}
     report = {
         "protocol": __doc__,
-        "config": asdict(config),
+        "config": portable(asdict(config)),
         "data": {"users": data.n_users, "items": data.n_items, "train_ratings": len(data.train),
                  "test_ratings": len(data.test),
                  "rare_items": int((positives_per_item <= config.rare_max_positives).sum())},
