@@ -43,7 +43,7 @@ import torch
 from bench.scifact_logs import REPO, ingest_logs
 from bench.search_latency import latencies_ms, summary
 from clickloop.atomic import write_json, write_text
-from clickloop.beir import BeirDataset, Run, write_beir
+from clickloop.beir import BeirDataset, write_beir
 from clickloop.metrics import evaluate
 from clickloop.params import section
 from clickloop.simulation.config import SimulatorConfig
@@ -57,8 +57,8 @@ from models.propensity import PropensityConfig, estimate_propensities
 from models.relevance_labels import LabelConfig, relevance_labels
 from models.sparse.cache import load_states, save_states
 from models.sparse.data import CLICKS, click_label_queries, judged_queries, pseudo_queries, with_teachers
-from models.sparse.encoder import document_logits, query_module, query_token_ids, splade_pool
 from models.sparse.encoder import load_encoder as load_sparse_encoder
+from models.sparse.exact import exact_search
 from models.sparse.trainer import train_sparse_encoder
 from pipeline.index import build_indices
 from pipeline.sparse import Corpus, SparseConfig, fresh_encoder, read_corpus, searcher_teachers, train_and_index
@@ -83,15 +83,17 @@ def main() -> None:
     parser.add_argument("--signals", nargs="+", default=["cold_start", "clicks", "judgments"])
     parser.add_argument("--ablations", action="store_true")
     parser.add_argument("--efficiency", action="store_true")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 14, 15])
     args = parser.parse_args()
-    report = run(args.dataset, args.sessions, args.signals, args.ablations, args.efficiency)
+    report = run(args.dataset, args.sessions, args.signals, args.ablations, args.efficiency, args.seeds)
     out = REPO / "reports" / f"sparse_retrieval_{args.dataset}.json"
     write_json(out, report)
     write_text(out.with_suffix(".md"), markdown(report))
     print(markdown(report))
 
 
-def run(name: str, sessions: int, signals: list[str], ablations: bool, efficiency: bool) -> dict[str, Any]:
+def run(name: str, sessions: int, signals: list[str], ablations: bool, efficiency: bool,
+        seeds: list[int]) -> dict[str, Any]:
     started = time.monotonic()
     work = REPO / "reports" / "tmp" / f"sparse_{name}"
     dataset = with_train_split(BeirDataset(DATASETS / name), work / "dataset")
@@ -112,26 +114,47 @@ def run(name: str, sessions: int, signals: list[str], ablations: bool, efficienc
         labelled = _labelled(signal, dataset, corpus, config, work, searcher, sessions)
         sources = [t for t in config.distill_from if t != CLICKS or signal == "clicks"]
         queries = with_teachers(labelled, corpus.rows, teachers, config.teacher_depth, sources)
-        out_dir = work / signal / "sparse"
-        figures_file = work / signal / "figures.json"
-        if figures_file.is_file():  # a finished run of the same settings (delete the folder to retrain)
-            figures = json.loads(figures_file.read_text())
-        else:
-            model = fresh_encoder(corpus, config)
-            figures = train_and_index(model, corpus, queries, config, out_dir, work / signal / "model")
-            write_json(figures_file, figures)
-        sparse = _sparse_searcher(index_root, out_dir)
-        report["retrievers"][f"sparse_{signal}"] = {
-            **_judged(sparse, "sparse", test_queries, test_qrels), **_summary(figures), "queries": len(queries)
-        }
-        print(signal, report["retrievers"][f"sparse_{signal}"], flush=True)
+        row = _signal(signal, config, corpus, queries, work, index_root, test_queries, test_qrels, seeds)
+        report["retrievers"][f"sparse_{signal}"] = {**row, "queries": len(queries)}
+        print(signal, row, flush=True)
         if signal == "clicks" and ablations:
-            report["ablations"] = _ablations(config, corpus, labelled, teachers, test_queries, test_qrels, work,
-                                             report["retrievers"]["sparse_clicks"], out_dir)
+            report["ablations"] = _ablations(config, corpus, labelled, teachers, test_queries, test_qrels, work, row)
         if signal == "clicks" and efficiency:
-            report["efficiency"] = _efficiency(index_root, out_dir, work / signal / "model", corpus, test_queries)
+            report["efficiency"] = _efficiency(index_root, work / signal / "sparse", work / signal / "model", corpus,
+                                               test_queries)
     report["wall_seconds"] = round(time.monotonic() - started)
     return report
+
+
+def _signal(signal: str, config: SparseConfig, corpus: Corpus, queries: list, work: Path, index_root: Path,
+            test_queries: dict, test_qrels: dict, seeds: list[int]) -> dict[str, Any]:
+    """One signal trained once per seed. The first seed of (b), the deployed signal, is encoded in full
+    and served from its impact index through the Searcher; every other run is scored exactly."""
+    saved = work / signal / f"figures_seeds_{'_'.join(map(str, seeds))}.json"
+    if saved.is_file():  # a finished run of the same settings (delete the folder to retrain)
+        return json.loads(saved.read_text())
+    per_seed: dict[str, Any] = {}
+    for seed in seeds:
+        variant = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
+        model = fresh_encoder(corpus, variant)
+        if signal == "clicks" and seed == seeds[0]:
+            out_dir = work / signal / "sparse"
+            figures = train_and_index(model, corpus, queries, variant, out_dir, work / signal / "model")
+            row = {**_judged(_sparse_searcher(index_root, out_dir), "sparse", test_queries, test_qrels),
+                   **_summary(figures), "scored_by": "impact index"}
+        else:
+            result = train_sparse_encoder(model, corpus.states, corpus.idf, queries, variant.training)
+            row = {**_exact_scores(model, corpus, config, test_queries, test_qrels),
+                   **_summary({"training": dataclasses.asdict(result)}), "scored_by": "exact"}
+        per_seed[str(seed)] = row
+        print(signal, seed, row, flush=True)
+    first = per_seed[str(seeds[0])]
+    spread = {f"{m}_{stat}": round(float(f(rows)), 4) for m in METRICS
+              for stat, f in (("mean", np.mean), ("sd", np.std))
+              for rows in [[r[m] for r in per_seed.values()]]}
+    summary = {**first, **spread, "seeds": per_seed}
+    write_json(saved, summary)
+    return summary
 
 
 def with_train_split(dataset: BeirDataset, out_dir: Path, seed: int = 13) -> BeirDataset:
@@ -187,9 +210,13 @@ def _click_labels(dataset: BeirDataset, searcher: Searcher, work: Path, sessions
 
 
 def _ablations(config: SparseConfig, corpus: Corpus, labelled: list, teachers: dict, test_queries: dict,
-               test_qrels: dict, work: Path, clicks_row: dict, clicks_index: Path) -> dict[str, Any]:
+               test_qrels: dict, work: Path, clicks_row: dict) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name, change in ABLATIONS.items():
+        saved = work / f"ablation_{name}" / "row.json"
+        if saved.is_file():  # finished in an earlier run of the same settings
+            rows[name] = json.loads(saved.read_text())
+            continue
         sources = change.get("distill_from", config.distill_from)
         training = dataclasses.replace(config.training, **{k: v for k, v in change.items() if k != "distill_from"})
         variant = dataclasses.replace(config, training=training)
@@ -203,7 +230,8 @@ def _ablations(config: SparseConfig, corpus: Corpus, labelled: list, teachers: d
         else:
             result = train_sparse_encoder(model, corpus.states, corpus.idf, queries, training)
             rows[name] = {**_exact_scores(model, corpus, config, test_queries, test_qrels),
-                          "best_val_ndcg": result.best_val_ndcg, "epochs": result.epochs}
+                          **_summary({"training": dataclasses.asdict(result)})}
+        write_json(saved, rows[name])
         print(name, rows[name], flush=True)
     # The exact scorer against the index, on the (b) model the index was built from.
     model = load_sparse_encoder(work / "clicks" / "model", device="cpu")
@@ -214,32 +242,11 @@ def _ablations(config: SparseConfig, corpus: Corpus, labelled: list, teachers: d
     return rows
 
 
-@torch.no_grad()
 def _exact_scores(model: Any, corpus: Corpus, config: SparseConfig, queries: dict, qrels: dict) -> dict[str, float]:
-    """Test nDCG@10 / R@100 scoring every document on the test queries' tokens only, with the
-    index's integer quantisation of document and query weights."""
-    qids = list(queries)
-    tokens = query_token_ids(model, [queries[q] for q in qids])
-    vocab = torch.tensor(sorted({t for ts in tokens for t in ts}))
-    blocks = []
-    for start in range(0, len(corpus.states), 64):
-        hidden, lengths = corpus.states.padded(range(start, min(start + 64, len(corpus.states))))
-        blocks.append(splade_pool(document_logits(model, hidden, vocab), lengths).float())
-    docs = torch.round(torch.cat(blocks) * config.impact_scale).numpy()
-    column = {t: j for j, t in enumerate(vocab.tolist())}
-    weights = query_module(model).weight.detach().numpy()
+    """Test nDCG@10 / R@100 of `model` by exact search with the index's quantisation (no index built)."""
     scale = section("search", SearchConfig, REPO / "params.yaml").sparse.query_scale
-    q = np.zeros((len(qids), len(vocab)))
-    for i, ts in enumerate(tokens):
-        for t in ts:
-            q[i, column[t]] = max(0, round(float(weights[t]) * scale))
-    scores = q @ docs.T
-    ids = corpus.doc_ids
-    run: Run = {}
-    for i, qid in enumerate(qids):
-        top = np.argsort(-scores[i], kind="stable")[:100]
-        run[qid] = {ids[j]: float(scores[i, j]) for j in top if scores[i, j] > 0}
-    return evaluate(qrels, run, METRICS)
+    run_ = exact_search(model, corpus.states, corpus.doc_ids, queries, 100, config.impact_scale, scale)
+    return evaluate(qrels, run_, METRICS)
 
 
 def _efficiency(index_root: Path, sparse_dir: Path, model_dir: Path, corpus: Corpus, queries: dict) -> dict:
@@ -290,28 +297,39 @@ def _judged(searcher: Searcher, mode: str, queries: dict, qrels: dict) -> dict[s
 
 
 def _summary(figures: dict) -> dict[str, Any]:
+    """Training figures, and sparsity and timings where the run built an index."""
     training = figures["training"]
-    return {
-        "mean_terms_per_doc": round(figures["mean_terms_per_doc"], 1), "flops": round(figures["flops"], 3),
+    row: dict[str, Any] = {
         "untrained_val_ndcg": round(training["untrained_val_ndcg"], 4),
         "best_val_ndcg": round(training["best_val_ndcg"], 4), "epochs": training["epochs"],
-        "seconds": figures["seconds"],
+        "kept_untrained": training["kept_untrained"],
     }
+    if "flops" in figures:
+        row.update(mean_terms_per_doc=round(figures["mean_terms_per_doc"], 1), flops=round(figures["flops"], 3),
+                   seconds=figures["seconds"])
+    return row
 
 
 def markdown(report: dict) -> str:
     lines = [f"# Inference-free sparse retriever on {report['dataset']} (test split)", "",
-             "| retriever | nDCG@10 | R@100 | terms/doc | FLOPS | val nDCG@10 untrained -> best | epochs |",
-             "|---|---|---|---|---|---|---|"]
+             "| retriever | nDCG@10 | R@100 | nDCG@10 over seeds | R@100 over seeds | terms/doc | FLOPS "
+             "| val nDCG@10 untrained -> best | epochs | scored by |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in report["retrievers"].items():
         val = f"{row['untrained_val_ndcg']} -> {row['best_val_ndcg']}" if "best_val_ndcg" in row else ""
-        lines.append(f"| {name} | {row['nDCG@10']:.4f} | {row['R@100']:.4f} | {row.get('mean_terms_per_doc', '')} "
-                     f"| {row.get('flops', '')} | {val} | {row.get('epochs', '')} |")
+        spread = [f"{row[m + '_mean']:.4f} ± {row[m + '_sd']:.4f} ({len(row['seeds'])})" if "seeds" in row else ""
+                  for m in METRICS]
+        lines.append(f"| {name} | {row['nDCG@10']:.4f} | {row['R@100']:.4f} | {spread[0]} | {spread[1]} "
+                     f"| {row.get('mean_terms_per_doc', '')} | {row.get('flops', '')} | {val} "
+                     f"| {row.get('epochs', '')} | {row.get('scored_by', 'its Searcher mode')} |")
     if "ablations" in report:
-        lines += ["", "## Ablations on (b), clicks", "", "| variant | nDCG@10 | R@100 |", "|---|---|---|"]
+        lines += ["", "## Ablations on (b), clicks (first seed)", "",
+                  "| variant | nDCG@10 | R@100 | terms/doc | val nDCG@10 untrained -> best |", "|---|---|---|---|---|"]
         for name, row in report["ablations"].items():
             if "nDCG@10" in row:
-                lines.append(f"| {name} | {row['nDCG@10']:.4f} | {row['R@100']:.4f} |")
+                lines.append(f"| {name} | {row['nDCG@10']:.4f} | {row['R@100']:.4f} "
+                             f"| {row.get('mean_terms_per_doc', '')} "
+                             f"| {row['untrained_val_ndcg']} -> {row['best_val_ndcg']} |")
         check = report["ablations"]["check_exact_scorer_on_clicks"]
         lines.append(f"\nExact scorer vs the index on (b): {check['exact']:.4f} vs {check['index']:.4f}.")
     if "efficiency" in report:
