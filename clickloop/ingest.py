@@ -3,18 +3,22 @@
 Every record read ends in exactly one of three places, so `read = accepted + quarantined +
 duplicates` holds per file:
 
-- quarantined: it breaks a rule of `clickloop.ubi` (malformed, wrong type, missing id, too
-  long, bad timestamp), or it contradicts the accepted data (a second version of a query id,
-  an event on an unknown query, on an object the query did not show, at another position);
-- duplicate: an exact re-delivery (same content, in the same or another file or day) of a
-  record seen earlier in reading order (roots as configured, then days, then file names);
+- quarantined: it breaks a rule of `clickloop.ubi` (malformed, wrong type, missing or blank
+  id, too long, bad or implausible timestamp), or it contradicts the accepted data (a second
+  version of a query id, an event on an unknown query, on an object the query did not show, at
+  another position); every copy of a bad record is quarantined;
+- duplicate: an exact re-delivery (same content, in the same or another file or day) of an
+  accepted record seen earlier in reading order (roots as configured, then days, then file names);
 - accepted: everything else.
+
+Files are found without following symbolic links (a link in a log folder could point anywhere
+on the machine); links are skipped and reported, like the entries that are not log files.
 
 The work happens in DuckDB under a memory limit with a spill directory, so logs larger than
 RAM pass. JSON lines are split into records by a streaming byte splitter (DuckDB's CSV reader
 rejects or re-splits hostile lines, e.g. with stray control characters or CR, which would
-lose them or their line numbers); Parquet rows are turned into the same JSON text by DuckDB,
-so one rule set in SQL judges both formats.
+lose them or their line numbers); Parquet rows, read batch by batch with pyarrow, are turned
+into the same JSON text by DuckDB, so one rule set in SQL judges both formats.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clickloop import ubi
 from clickloop.atomic import atomic_path, write_json
@@ -45,6 +50,8 @@ KINDS = (ubi.QUERY_KIND, ubi.EVENT_KIND)
 TABLES = ("queries", "results", "events", "sessions", "quarantine")
 DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 STATUSES = ("accepted", "quarantined", "duplicates")
+# Parquet rows per batch handed to DuckDB (DuckDB's own reader works in vectors of 2048 rows).
+PARQUET_BATCH_ROWS = 4096
 
 
 @dataclass
@@ -66,11 +73,32 @@ class IngestConfig:
     max_raw_chars: int = 10_000
     # Bytes of a JSON-lines file read (after decompression) per batch handed to DuckDB.
     read_chunk_bytes: int = 16 * 2**20
+    # Timestamps before this instant (ISO 8601; UTC when no zone) or more than `max_future_hours`
+    # after the start of the run are quarantined: clock errors such as year 0 or 9999 would
+    # otherwise break date arithmetic downstream or become the newest ("held-out") day.
+    earliest_timestamp: str = "2000-01-01T00:00:00Z"
+    max_future_hours: float = 24.0
 
     def __post_init__(self) -> None:
         for name in ("threads", "max_query_chars", "max_record_bytes", "max_raw_chars", "read_chunk_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ingest.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_future_hours < 0:
+            raise ValueError(f"ingest.max_future_hours must be >= 0, got {self.max_future_hours}")
+        self.timestamp_window(dt.datetime.now(dt.UTC))  # a bad earliest_timestamp fails here, early
+
+    def timestamp_window(self, now: dt.datetime) -> ubi.TimeWindow:
+        """The plausible timestamps for a run started at `now`."""
+        try:
+            earliest = dt.datetime.fromisoformat(self.earliest_timestamp)
+        except ValueError as error:
+            raise ValueError(f"ingest.earliest_timestamp: {error}") from None
+        if earliest.tzinfo is None:
+            earliest = earliest.replace(tzinfo=dt.UTC)
+        latest = now + dt.timedelta(hours=self.max_future_hours)
+        if earliest >= latest:
+            raise ValueError(f"ingest.earliest_timestamp {self.earliest_timestamp} is not before {latest.isoformat()}")
+        return ubi.TimeWindow(earliest, latest)
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,7 @@ class IngestReport:
     table_rows: dict[str, int]
     roots: list[RootSummary]
     unknown_files: list[str]
+    skipped_links: list[str]
 
     @property
     def totals(self) -> dict[str, int]:
@@ -125,33 +154,55 @@ class IngestReport:
             "tables": self.table_rows,
             "roots": [dataclasses.asdict(r) for r in self.roots],
             "unknown_files": self.unknown_files,
+            "skipped_links": self.skipped_links,
         }
 
 
-def discover(log_roots: list[str]) -> tuple[list[LogFile], list[RootSummary], list[str]]:
-    """Log files in reading order, a summary per root, and the entries that are not log files."""
-    files: list[LogFile] = []
-    summaries: list[RootSummary] = []
-    unknown: list[str] = []
+@dataclass
+class Discovery:
+    """What the log roots hold: log files in reading order, a summary per root, the entries
+    that are not log files, and the symbolic links (never followed)."""
+
+    files: list[LogFile] = field(default_factory=list)
+    roots: list[RootSummary] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+
+
+def discover(log_roots: list[str]) -> Discovery:
+    """The log files of every root, in reading order. The roots themselves may be links (they are
+    configured); the entries inside them are not followed."""
+    found = Discovery()
     for root in log_roots:
         root_path = Path(root)
         if not root_path.is_dir():
-            summaries.append(RootSummary(root, exists=False, days=0, files=0))
+            found.roots.append(RootSummary(root, exists=False, days=0, files=0))
             continue
-        n_days, n_files = 0, len(files)
-        for entry in sorted(root_path.iterdir()):
+        n_days, n_files = 0, len(found.files)
+        for entry in _entries(root_path, found):
             if not (entry.is_dir() and _is_day(entry.name)):
-                unknown.append(str(entry))
+                found.unknown.append(str(entry))
                 continue
             n_days += 1
-            for path in sorted(entry.iterdir()):
+            for path in _entries(entry, found):
                 log_file = _classify(path)
                 if log_file is None:
-                    unknown.append(str(path))
+                    found.unknown.append(str(path))
                 else:
-                    files.append(log_file)
-        summaries.append(RootSummary(root, exists=True, days=n_days, files=len(files) - n_files))
-    return files, summaries, unknown
+                    found.files.append(log_file)
+        found.roots.append(RootSummary(root, exists=True, days=n_days, files=len(found.files) - n_files))
+    return found
+
+
+def _entries(folder: Path, found: Discovery) -> list[Path]:
+    """The entries of `folder` in name order, less its symbolic links, which go to `found.links`."""
+    entries = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            found.links.append(str(entry))
+        else:
+            entries.append(entry)
+    return entries
 
 
 def _is_day(name: str) -> bool:
@@ -187,9 +238,9 @@ class LineSplitter:
     because Arrow's binary layout cannot skip bytes between values.
     """
 
-    def __init__(self, max_record_bytes: int) -> None:
+    def __init__(self, max_record_bytes: int, first_record_no: int = 1) -> None:
         self.max_record_bytes = max_record_bytes
-        self.next_record_no = 1
+        self.next_record_no = first_record_no
         self._partial = b""  # the unfinished last line of the data fed so far
         self._oversized_head: bytes | None = None  # set while skipping the rest of a too-long line
 
@@ -295,13 +346,32 @@ def _sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _parquet_member(name: str, column_type: str) -> str:
+    """SQL for one column of a Parquet row (the struct `parquet_row`) as it joins the JSON record."""
+    column = f"struct_extract(parquet_row, {_sql_string(name)})"
+    if name in ubi.JSON_TEXT_COLUMNS and column_type == "VARCHAR":
+        # Free-form fields stored as JSON text rejoin the record as JSON, not as a string.
+        # (Nested CASE: DuckDB may evaluate both sides of an AND, and json_type fails on non-JSON.)
+        text_type = f"CASE WHEN json_valid({column}) THEN json_type({column}) END"
+        return f"CASE WHEN ({text_type}) IN ('OBJECT', 'ARRAY') THEN json({column}) ELSE to_json({column}) END"
+    return column
+
+
+# A record's status from its quarantine reason (NULL when valid) and copy number (1 for the first).
+_STATUS_SQL = "CASE WHEN reason IS NOT NULL THEN 'quarantined' WHEN copy_no > 1 THEN 'duplicates' ELSE 'accepted' END"
+
+
 class _Ingestion:
     """One ingest run on its own DuckDB connection (tables are named after record kinds)."""
 
     def __init__(self, config: IngestConfig, con: duckdb.DuckDBPyConnection) -> None:
         self.config = config
         self.con = con
-        self.rules = {ubi.QUERY_KIND: ubi.query_rules(config.max_query_chars), ubi.EVENT_KIND: ubi.EVENT_RULES}
+        window = config.timestamp_window(dt.datetime.now(dt.UTC))
+        self.rules = {
+            ubi.QUERY_KIND: ubi.query_rules(config.max_query_chars, window),
+            ubi.EVENT_KIND: ubi.event_rules(window),
+        }
 
     # ---- loading: every record of every file lands in raw_<kind> as text
 
@@ -340,27 +410,39 @@ class _Ingestion:
         self.con.unregister("line_batch")
 
     def _load_parquet(self, file_id: int, log_file: LogFile) -> None:
-        source = f"read_parquet({_sql_string(str(log_file.path))}, file_row_number = true)"
+        # pyarrow opens the exact path: DuckDB's read_parquet would take glob characters in a file
+        # name (`queries_a*.parquet`) as a pattern and read its neighbours too.
+        rows_read = 0
         try:
-            columns = self.con.execute(f"DESCRIBE SELECT * EXCLUDE (file_row_number) FROM {source}").fetchall()
-            members = []
-            for name, column_type, *_ in columns:
-                column = _sql_identifier(name)
-                if name in ubi.JSON_TEXT_COLUMNS and column_type == "VARCHAR":
-                    # Free-form fields stored as JSON text rejoin the record as JSON, not as a string.
-                    # (Nested CASE: DuckDB may evaluate both sides of an AND, and json_type fails on non-JSON.)
-                    text_type = f"CASE WHEN json_valid({column}) THEN json_type({column}) END"
-                    column = (
-                        f"CASE WHEN ({text_type}) IN ('OBJECT', 'ARRAY') THEN json({column}) ELSE to_json({column}) END"
-                    )
-                members.append(f"{_sql_identifier(name)} := {column}")
-            self.con.execute(
-                f"INSERT INTO raw_{log_file.kind} SELECT {file_id}, file_row_number + 1,"
-                f" to_json(struct_pack({', '.join(members)}))::VARCHAR, NULL FROM {source}"
-            )
-        except duckdb.Error as error:
-            splitter = LineSplitter(self.config.max_record_bytes)
+            with pq.ParquetFile(log_file.path) as parquet:
+                for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                    self._insert_rows(file_id, log_file.kind, rows_read + 1, batch)
+                    rows_read += batch.num_rows
+        except (OSError, ValueError, pa.ArrowException, duckdb.Error) as error:
+            # The rows before the break stay; one record stands for the rest of the file.
+            splitter = LineSplitter(self.config.max_record_bytes, first_record_no=rows_read + 1)
             self._insert_lines(file_id, log_file.kind, splitter.failure(f"{type(error).__name__}: {error}"))
+
+    def _insert_rows(self, file_id: int, kind: str, first_record_no: int, batch: pa.RecordBatch) -> None:
+        """Parquet rows as JSON text, numbered from `first_record_no`.
+
+        Each row travels as one struct column, so no column name in the file (say `record_no`)
+        can collide with the names this query adds.
+        """
+        rows = pa.StructArray.from_arrays(batch.columns, fields=list(batch.schema))
+        record_no = pa.array(np.arange(first_record_no, first_record_no + batch.num_rows, dtype=np.int64))
+        self.con.register("row_batch", pa.Table.from_arrays([record_no, rows], names=["record_no", "parquet_row"]))
+        try:
+            columns = self.con.execute("DESCRIBE SELECT unnest(parquet_row) FROM row_batch").fetchall()
+            members = ", ".join(
+                f"{_sql_identifier(name)} := {_parquet_member(name, column_type)}" for name, column_type, *_ in columns
+            )
+            self.con.execute(
+                f"INSERT INTO raw_{kind} SELECT {file_id}, record_no, to_json(struct_pack({members}))::VARCHAR, NULL"
+                " FROM row_batch"
+            )
+        finally:
+            self.con.unregister("row_batch")
 
     # ---- checking: per-record rules, then deduplication, then rules across records
 
@@ -372,11 +454,10 @@ class _Ingestion:
                 f"""
                 CREATE TABLE checked_{kind} AS
                 SELECT file_id, record_no, {kept}, reason,
-                       CASE WHEN reason IS NULL THEN {ubi.content_key_sql(rules)}
-                            -- every unreadable file is its own failure, never a re-delivery
-                            WHEN reason = 'unreadable_file' THEN md5_number(file_id::VARCHAR || raw)
-                            ELSE md5_number(raw) END AS content_key,
-                       row_number() OVER (PARTITION BY content_key ORDER BY file_id, record_no) AS copy_no
+                       -- Only valid records can be re-deliveries: every copy of a bad one is quarantined.
+                       CASE WHEN reason IS NULL THEN {ubi.content_key_sql(rules)} END AS content_key,
+                       CASE WHEN reason IS NULL
+                            THEN row_number() OVER (PARTITION BY content_key ORDER BY file_id, record_no) END AS copy_no
                 FROM (
                     SELECT *, {ubi.reason_sql(rules)} AS reason
                     FROM (
@@ -390,20 +471,22 @@ class _Ingestion:
         self._settle_events()
 
     def _settle_queries(self) -> None:
-        # The first version of a query id (in reading order) stands; a different later one conflicts.
+        # The first version of a query id (in reading order) stands; a different one conflicts,
+        # however often it comes.
         self.con.execute(
-            """
+            f"""
             CREATE TABLE status_query AS
-            SELECT file_id, record_no, query_id,
-                   CASE WHEN copy_no > 1 THEN NULL WHEN reason IS NULL AND version_no > 1
-                        THEN 'conflicting_query_id' ELSE reason END AS reason,
-                   CASE WHEN copy_no > 1 THEN 'duplicates' WHEN reason IS NOT NULL OR version_no > 1
-                        THEN 'quarantined' ELSE 'accepted' END AS status
+            SELECT file_id, record_no, query_id, reason, {_STATUS_SQL} AS status
             FROM (
-                SELECT *, row_number() OVER (
-                    PARTITION BY query_id, copy_no = 1 AND reason IS NULL ORDER BY file_id, record_no
-                ) AS version_no
-                FROM checked_query
+                SELECT file_id, record_no, query_id, copy_no,
+                       CASE WHEN reason IS NULL AND content_key <> first_version
+                            THEN 'conflicting_query_id' ELSE reason END AS reason
+                FROM (
+                    SELECT *, first_value(content_key) OVER (
+                        PARTITION BY query_id, reason IS NULL ORDER BY file_id, record_no
+                    ) AS first_version
+                    FROM checked_query
+                )
             )
             """
         )
@@ -423,13 +506,12 @@ class _Ingestion:
         )
 
     def _settle_events(self) -> None:
-        # An event that names a query must agree with what that query showed.
+        # An event that names a query must agree with what that query showed. Copies of one event
+        # agree or disagree alike, so a copy is a duplicate only of an accepted event.
         self.con.execute(
-            """
+            f"""
             CREATE TABLE status_event AS
-            SELECT *,
-                   CASE WHEN copy_no > 1 THEN 'duplicates' WHEN reason IS NOT NULL THEN 'quarantined'
-                        ELSE 'accepted' END AS status
+            SELECT *, {_STATUS_SQL} AS status
             FROM (
                 SELECT e.file_id, e.record_no, e.copy_no, e.action_name, e.query_id,
                        coalesce(e.session_id, q.session_id, e.client_id) AS session_id,
@@ -438,7 +520,6 @@ class _Ingestion:
                        coalesce(e.ordinal, list_position(q.hit_ids, e.object_id)) AS position,
                        try_cast(e.timestamp AS TIMESTAMPTZ) AS ts,
                        CASE
-                           WHEN e.copy_no > 1 THEN NULL
                            WHEN e.reason IS NOT NULL THEN e.reason
                            WHEN e.query_id IS NOT NULL AND q.query_id IS NULL THEN 'unknown_query_id'
                            WHEN e.object_id IS NOT NULL AND q.query_id IS NOT NULL
@@ -447,7 +528,7 @@ class _Ingestion:
                                 AND q.hit_ids[e.ordinal] IS DISTINCT FROM e.object_id THEN 'position_mismatch'
                        END AS reason
                 FROM checked_event e
-                LEFT JOIN accepted_query q ON e.query_id = q.query_id AND e.copy_no = 1 AND e.reason IS NULL
+                LEFT JOIN accepted_query q ON e.query_id = q.query_id AND e.reason IS NULL
             )
             """
         )
@@ -570,20 +651,24 @@ def connect(config: IngestConfig) -> duckdb.DuckDBPyConnection:
 
 def ingest(config: IngestConfig) -> IngestReport:
     """Read every log root, write the ingested tables and metrics/ingest.json; return the report."""
-    files, roots, unknown = discover(config.log_roots)
-    for root in roots:
+    found = discover(config.log_roots)
+    for root in found.roots:
         if not root.exists or root.files == 0:
             log.warning("log root %s: %s", root.root, "missing" if not root.exists else "no log files")
-    for path in unknown:
+    for path in found.unknown:
         log.warning("not a UBI log file (skipped): %s", path)
+    for path in found.links:
+        log.warning("symbolic link, not followed (skipped): %s", path)
     con = connect(config)
     try:
         run = _Ingestion(config, con)
-        run.load(files)
+        run.load(found.files)
         run.check()
         with atomic_path(config.out_dir) as staged:
             table_rows = run.write_tables(staged)
-        report = IngestReport(run.file_counts(), run.quarantine_reasons(), table_rows, roots, unknown)
+        report = IngestReport(
+            run.file_counts(), run.quarantine_reasons(), table_rows, found.roots, found.unknown, found.links
+        )
     finally:
         con.close()
     write_json(config.metrics_file, report.to_json())

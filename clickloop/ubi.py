@@ -8,6 +8,7 @@ came from, and the first failed rule names the quarantine reason.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,6 +21,10 @@ RESULT_ACTIONS = ("impression", "click", "love")
 ID_MAX_LENGTH = 100  # every id, name and enum-like string in the UBI 1.3 schemas
 OBJECT_ID_MAX_LENGTH = 256
 MESSAGE_MAX_LENGTH = 1024
+# Positions and ranks land in INTEGER columns of the ingested tables; a larger one is no real page anyway.
+MAX_POSITION = 2**31 - 1
+# An id made only of white space, control or format characters (e.g. zero-width space) names nothing.
+BLANK_PATTERN = r"[\s\pZ\p{Cc}\p{Cf}]*"
 
 STRING = ("VARCHAR",)
 INTEGER = ("BIGINT", "UBIGINT")
@@ -46,6 +51,8 @@ class FieldRule:
     json_types: tuple[str, ...]
     max_length: int | None = None
     required: Requirement = "optional"
+    # Ids must name something: a blank one would silently merge unrelated records.
+    non_blank: bool = False
 
     def value_sql(self, text_expr: str, type_expr: str) -> str:
         """SQL for the field's value from its text and JSON type: an integer, a string, or JSON for
@@ -56,6 +63,21 @@ class FieldRule:
             return text_expr
         allowed = ", ".join(f"'{t}'" for t in self.json_types)
         return f"CASE WHEN {type_expr} IN ({allowed}) THEN CAST({text_expr} AS JSON) END"
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The instants a plausible log timestamp lies between, both included (timezone-aware)."""
+
+    earliest: dt.datetime
+    latest: dt.datetime
+
+    def outside_sql(self, column: str) -> str:
+        """SQL: a timestamp (known to be well-formed) outside the window."""
+        return (
+            f"try_cast({column} AS TIMESTAMPTZ) NOT BETWEEN TIMESTAMPTZ '{self.earliest.isoformat()}'"
+            f" AND TIMESTAMPTZ '{self.latest.isoformat()}'"
+        )
 
 
 @dataclass(frozen=True)
@@ -83,12 +105,18 @@ class RecordRules:
             checks.append((f"wrong_type:{rule.column}", f"{type_sql} NOT IN ({allowed})"))
             if rule.max_length is not None:
                 checks.append((f"too_long:{rule.column}", f"length({rule.column}) > {rule.max_length}"))
+            if rule.non_blank:
+                checks.append((f"blank:{rule.column}", f"regexp_full_match({rule.column}, '{BLANK_PATTERN}')"))
         return checks
 
 
 def _string(column: str, path: str | None = None, max_length: int | None = ID_MAX_LENGTH,
             required: Requirement = "optional") -> FieldRule:
     return FieldRule(column, path or f"$.{column}", STRING, max_length, required)
+
+
+def _id(column: str, path: str | None = None, required: Requirement = "optional") -> FieldRule:
+    return FieldRule(column, path or f"$.{column}", STRING, ID_MAX_LENGTH, required, non_blank=True)
 
 
 def _json_items_all(json_expr: str, condition: str) -> str:
@@ -112,19 +140,20 @@ def _bad_per_hit_list(column: str, item_condition: str) -> str:
 # Conditions on one item `x` of a JSON array.
 _IS_STRING = "json_type(x) = 'VARCHAR'"
 _IS_OBJECT_ID = f"length(x ->> '$') <= {OBJECT_ID_MAX_LENGTH}"
-_IS_RANK = "json_type(x) IN ('BIGINT', 'UBIGINT') AND try_cast(x AS BIGINT) >= 1"
+_IS_RANK = f"json_type(x) IN ('BIGINT', 'UBIGINT') AND try_cast(x AS BIGINT) BETWEEN 1 AND {MAX_POSITION}"
 _AS_DOUBLE = "try_cast(x AS DOUBLE)"
 _IS_PROBABILITY = f"json_type(x) IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND {_AS_DOUBLE} > 0 AND {_AS_DOUBLE} <= 1"
 
 
-def query_rules(max_query_chars: int) -> RecordRules:
-    """Rules for UBI query.request records, with `user_query` capped at `max_query_chars`."""
+def query_rules(max_query_chars: int, window: TimeWindow) -> RecordRules:
+    """Rules for UBI query.request records, with `user_query` capped at `max_query_chars` and
+    timestamps inside `window`."""
     attributes = "$.query_attributes"
     return RecordRules(
         kind=QUERY_KIND,
         fields=(
-            _string("query_id", required="always"),
-            _string("client_id", required="always"),
+            _id("query_id", required="always"),
+            _id("client_id", required="always"),
             _string("user_query", max_length=max_query_chars, required="always"),
             _string("timestamp", max_length=None, required="always"),
             _string("application"),
@@ -132,8 +161,8 @@ def query_rules(max_query_chars: int) -> RecordRules:
             _string("query_response_id", max_length=None),
             FieldRule("query_response_hit_ids", "$.query_response_hit_ids", ARRAY),
             FieldRule("query_attributes", attributes, OBJECT),
-            _string("session_id", f"{attributes}.session_id"),
-            _string("user_id", f"{attributes}.user_id"),
+            _id("session_id", f"{attributes}.session_id"),
+            _id("user_id", f"{attributes}.user_id"),
             _string("device", f"{attributes}.device"),
             _string("ranker", f"{attributes}.ranker"),
             FieldRule("exploration", f"{attributes}.exploration", OBJECT),
@@ -143,6 +172,7 @@ def query_rules(max_query_chars: int) -> RecordRules:
         ),
         checks=(
             ("bad_timestamp", _bad_timestamp("timestamp")),
+            ("timestamp_out_of_range", window.outside_sql("timestamp")),
             ("wrong_type:query_response_hit_ids", f"NOT {_json_items_all('query_response_hit_ids', _IS_STRING)}"),
             ("too_long:query_response_hit_ids", f"NOT {_json_items_all('query_response_hit_ids', _IS_OBJECT_ID)}"),
             ("bad_logging_ranks", _bad_per_hit_list("logging_ranks", _IS_RANK)),
@@ -155,34 +185,37 @@ def query_rules(max_query_chars: int) -> RecordRules:
     )
 
 
-EVENT_RULES = RecordRules(
-    kind=EVENT_KIND,
-    fields=(
-        _string("action_name", required="always"),
-        _string("query_id", required="result_actions"),
-        _string("session_id"),
-        _string("client_id"),
-        _string("user_id"),
-        _string("timestamp", max_length=None, required="always"),
-        _string("application"),
-        _string("message_type"),
-        _string("message", max_length=MESSAGE_MAX_LENGTH),
-        FieldRule("event_attributes", "$.event_attributes", OBJECT),
-        FieldRule("object_id", "$.event_attributes.object.object_id", STRING_OR_INTEGER, OBJECT_ID_MAX_LENGTH,
-                  required="result_actions"),
-        FieldRule("ordinal", "$.event_attributes.position.ordinal", INTEGER, required="result_actions"),
-    ),
-    checks=(
-        ("missing:session_id_or_client_id", "session_id IS NULL AND client_id IS NULL"),
-        ("bad_timestamp", _bad_timestamp("timestamp")),
-        # An integer beyond BIGINT casts to NULL, so it is caught here too.
-        ("bad_ordinal", "ordinal__type <> 'NULL' AND coalesce(ordinal < 1, true)"),
-    ),
-    content_columns=(
-        "action_name", "query_id", "session_id", "client_id", "user_id", "application", "message_type", "message",
-        "object_id", "ordinal",
-    ),
-)
+def event_rules(window: TimeWindow) -> RecordRules:
+    """Rules for UBI event records, with timestamps inside `window`."""
+    return RecordRules(
+        kind=EVENT_KIND,
+        fields=(
+            _id("action_name", required="always"),
+            _id("query_id", required="result_actions"),
+            _id("session_id"),
+            _id("client_id"),
+            _id("user_id"),
+            _string("timestamp", max_length=None, required="always"),
+            _string("application"),
+            _string("message_type"),
+            _string("message", max_length=MESSAGE_MAX_LENGTH),
+            FieldRule("event_attributes", "$.event_attributes", OBJECT),
+            FieldRule("object_id", "$.event_attributes.object.object_id", STRING_OR_INTEGER, OBJECT_ID_MAX_LENGTH,
+                      required="result_actions"),
+            FieldRule("ordinal", "$.event_attributes.position.ordinal", INTEGER, required="result_actions"),
+        ),
+        checks=(
+            ("missing:session_id_or_client_id", "session_id IS NULL AND client_id IS NULL"),
+            ("bad_timestamp", _bad_timestamp("timestamp")),
+            ("timestamp_out_of_range", window.outside_sql("timestamp")),
+            # An integer beyond BIGINT casts to NULL, so it is caught here too.
+            ("bad_ordinal", f"ordinal__type <> 'NULL' AND coalesce(ordinal NOT BETWEEN 1 AND {MAX_POSITION}, true)"),
+        ),
+        content_columns=(
+            "action_name", "query_id", "session_id", "client_id", "user_id", "application", "message_type", "message",
+            "object_id", "ordinal",
+        ),
+    )
 
 
 def parse_sql(rules: RecordRules, raw_column: str = "raw") -> str:
