@@ -46,6 +46,7 @@ from clickloop.atomic import write_json, write_text
 from clickloop.beir import BeirDataset, write_beir
 from clickloop.metrics import evaluate
 from clickloop.params import section
+from clickloop.process import in_fresh_process
 from clickloop.simulation.config import SimulatorConfig
 from clickloop.simulation.simulator import Simulator
 from clickloop.simulation.ubi_logs import write_simulation
@@ -109,16 +110,24 @@ def run(name: str, sessions: int, signals: list[str], ablations: bool, efficienc
     for mode in ("bm25", "dense"):
         report["retrievers"][mode] = _judged(searcher, mode, test_queries, test_qrels)
     corpus = _corpus(dataset, config, work)
+    # Every teacher search comes before any training (see clickloop.process: Lucene after torch).
     teachers = searcher_teachers(searcher, config.teachers)
+    training_sets: dict[str, list] = {}
     for signal in signals:
         labelled = _labelled(signal, dataset, corpus, config, work, searcher, sessions)
         sources = [t for t in config.distill_from if t != CLICKS or signal == "clicks"]
-        queries = with_teachers(labelled, corpus.rows, teachers, config.teacher_depth, sources)
+        training_sets[signal] = with_teachers(labelled, corpus.rows, teachers, config.teacher_depth, sources)
+        if signal == "clicks" and ablations:
+            for ablation, change in ABLATIONS.items():
+                training_sets[ablation] = with_teachers(labelled, corpus.rows, teachers, config.teacher_depth,
+                                                        change.get("distill_from", sources))
+    for signal in signals:
+        queries = training_sets[signal]
         row = _signal(signal, config, corpus, queries, work, index_root, test_queries, test_qrels, seeds)
         report["retrievers"][f"sparse_{signal}"] = {**row, "queries": len(queries)}
         print(signal, row, flush=True)
         if signal == "clicks" and ablations:
-            report["ablations"] = _ablations(config, corpus, labelled, teachers, test_queries, test_qrels, work, row)
+            report["ablations"] = _ablations(config, corpus, training_sets, test_queries, test_qrels, work, row)
         if signal == "clicks" and efficiency:
             report["efficiency"] = _efficiency(index_root, work / signal / "sparse", work / signal / "model", corpus,
                                                test_queries)
@@ -140,7 +149,7 @@ def _signal(signal: str, config: SparseConfig, corpus: Corpus, queries: list, wo
         if signal == "clicks" and seed == seeds[0]:
             out_dir = work / signal / "sparse"
             figures = train_and_index(model, corpus, queries, variant, out_dir, work / signal / "model")
-            row = {**_judged(_sparse_searcher(index_root, out_dir), "sparse", test_queries, test_qrels),
+            row = {**_judged_sparse(index_root, out_dir, test_queries, test_qrels),
                    **_summary(figures), "scored_by": "impact index"}
         else:
             result = train_sparse_encoder(model, corpus.states, corpus.idf, queries, variant.training)
@@ -209,7 +218,7 @@ def _click_labels(dataset: BeirDataset, searcher: Searcher, work: Path, sessions
     return pl.read_parquet(labels_file)
 
 
-def _ablations(config: SparseConfig, corpus: Corpus, labelled: list, teachers: dict, test_queries: dict,
+def _ablations(config: SparseConfig, corpus: Corpus, training_sets: dict[str, list], test_queries: dict,
                test_qrels: dict, work: Path, clicks_row: dict) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name, change in ABLATIONS.items():
@@ -217,18 +226,15 @@ def _ablations(config: SparseConfig, corpus: Corpus, labelled: list, teachers: d
         if saved.is_file():  # finished in an earlier run of the same settings
             rows[name] = json.loads(saved.read_text())
             continue
-        sources = change.get("distill_from", config.distill_from)
         training = dataclasses.replace(config.training, **{k: v for k, v in change.items() if k != "distill_from"})
         variant = dataclasses.replace(config, training=training)
-        queries = with_teachers(labelled, corpus.rows, teachers, config.teacher_depth, sources)
         model = fresh_encoder(corpus, variant)
         if name == "plain_flops":  # sparsity is what it changes: the full index, as the main runs
             out_dir = work / f"ablation_{name}" / "sparse"
-            figures = train_and_index(model, corpus, queries, variant, out_dir)
-            rows[name] = {**_judged(_sparse_searcher(work / "indices", out_dir), "sparse", test_queries, test_qrels),
-                          **_summary(figures)}
+            figures = train_and_index(model, corpus, training_sets[name], variant, out_dir)
+            rows[name] = {**_judged_sparse(work / "indices", out_dir, test_queries, test_qrels), **_summary(figures)}
         else:
-            result = train_sparse_encoder(model, corpus.states, corpus.idf, queries, training)
+            result = train_sparse_encoder(model, corpus.states, corpus.idf, training_sets[name], training)
             rows[name] = {**_exact_scores(model, corpus, config, test_queries, test_qrels),
                           **_summary({"training": dataclasses.asdict(result)})}
         write_json(saved, rows[name])
@@ -250,13 +256,7 @@ def _exact_scores(model: Any, corpus: Corpus, config: SparseConfig, queries: dic
 
 
 def _efficiency(index_root: Path, sparse_dir: Path, model_dir: Path, corpus: Corpus, queries: dict) -> dict:
-    searcher = _sparse_searcher(index_root, sparse_dir, ("bm25", "sparse"))
-    texts = list(queries.values())
-    latency = {}
-    for mode in ("bm25", "sparse"):
-        search = lambda q, m=mode: searcher.search(q, k=10, mode=m)  # noqa: E731
-        latencies_ms(search, texts[:20])  # warm-up
-        latency[mode] = summary([t for _ in range(3) for t in latencies_ms(search, texts)])
+    latency = in_fresh_process(_latencies, index_root, sparse_dir, list(queries.values()))
     docs = [document_text(d) for d in corpus.docs[:256]]
     sparse_encoder = load_sparse_encoder(model_dir)
     dense_encoder = load_encoder("all-MiniLM-L6-v2", sparse_encoder[0].sub_modules["document"][0].max_seq_length)
@@ -275,6 +275,27 @@ def _efficiency(index_root: Path, sparse_dir: Path, model_dir: Path, corpus: Cor
         "encode_ratio_sparse_to_dense": round(rates["sparse"] / rates["dense"], 2),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
+
+
+def _latencies(index_root: Path, sparse_dir: Path, texts: list[str]) -> dict[str, dict[str, float]]:
+    """Query latency of `bm25` and `sparse` through one Searcher (one Lucene), interleaved rounds."""
+    searcher = _sparse_searcher(index_root, sparse_dir, ("bm25", "sparse"))
+    samples: dict[str, list[float]] = {"bm25": [], "sparse": []}
+    for round_ in range(4):
+        for mode in samples:
+            times = latencies_ms(lambda q, m=mode: searcher.search(q, k=10, mode=m), texts)
+            if round_:  # the first round warms up
+                samples[mode] += times
+    return {mode: summary(times) for mode, times in samples.items()}
+
+
+def _judged_sparse(index_root: Path, sparse_dir: Path, queries: dict, qrels: dict) -> dict[str, float]:
+    """Test metrics of a sparse index through the Searcher, in a fresh process (Lucene after torch)."""
+    return in_fresh_process(_judged_sparse_here, index_root, sparse_dir, queries, qrels)
+
+
+def _judged_sparse_here(index_root: Path, sparse_dir: Path, queries: dict, qrels: dict) -> dict[str, float]:
+    return _judged(_sparse_searcher(index_root, sparse_dir), "sparse", queries, qrels)
 
 
 def _sparse_searcher(index_root: Path, sparse_dir: Path, modes: tuple[str, ...] = ("sparse",)) -> Searcher:

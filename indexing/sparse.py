@@ -11,7 +11,6 @@ A folder (`sparse/` of an index root, written by the `sparse` stage) holds
 from __future__ import annotations
 
 import json
-import multiprocessing
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from clickloop.atomic import atomic_path
+from clickloop.process import in_fresh_process
 from indexing.bm25 import allow_clauses, check_counts, counter_values, run_index_collection
 from indexing.errors import MAX_QUERY_CHARS, check_k, check_queries, check_query, require
 from indexing.retriever import Ranking, Retriever, read_manifest, write_manifest
@@ -59,7 +59,8 @@ def build_sparse_index(
                 f.write(json.dumps({"id": doc_id, "contents": "", "vector": terms}) + "\n")
         with atomic_path(out_dir) as staged:
             staged.mkdir()
-            counts = _index_impacts_in_child(Path(collection_dir), staged / LUCENE_DIR, threads)
+            # After torch training in the same process, Lucene's indexer has segfaulted: see clickloop.process.
+            counts = in_fresh_process(_index_impacts, collection_dir, str(staged / LUCENE_DIR), threads)
             indexed = check_counts(counts, len(doc_ids), "sparse")
             tokenizer.save_pretrained(str(staged / TOKENIZER_DIR))
             np.save(staged / QUERY_WEIGHTS_FILE, np.asarray(query_weights, dtype=np.float32))
@@ -71,14 +72,6 @@ def build_sparse_index(
             }
             write_manifest(staged, "sparse", facts)
     return facts
-
-
-def _index_impacts_in_child(collection_dir: Path, index_dir: Path, threads: int) -> dict[str, int]:
-    """Run the impact indexing in a fresh child process. A process that has trained with torch and
-    then starts Lucene's indexer has crashed in native code (a segfault in the JVM), twice here."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_index_impacts, (str(collection_dir), str(index_dir), threads))
 
 
 def _index_impacts(collection_dir: str, index_dir: str, threads: int) -> dict[str, int]:

@@ -1,0 +1,20 @@
+"""clickloop.process: a function runs in a fresh interpreter and its result or error comes back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from clickloop.process import in_fresh_process
+
+
+def test_runs_in_another_process_and_returns_the_result() -> None:
+    assert in_fresh_process(os.getpid) != os.getpid()
+    assert in_fresh_process(os.path.join, "a", "b") == os.path.join("a", "b")
+
+
+def test_an_error_in_the_child_is_raised_in_the_caller(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        in_fresh_process(os.listdir, str(tmp_path / "missing"))
