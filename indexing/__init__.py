@@ -4,13 +4,15 @@ the `Searcher` over the registered retriever families (indexing/retriever.py), a
 
 from typing import Any
 
-from indexing.errors import MissingIndexError, SearchInputError
+from indexing.errors import CorruptIndexError, MissingIndexError, SearchInputError
 from indexing.searcher import Hit, Searcher
 from indexing.settings import SearchConfig
 
 _RECOMMENDER_NAMES = ("Recommendation", "Recommender", "UnknownUserError")
 
-__all__ = ["Hit", "MissingIndexError", "SearchConfig", "SearchInputError", "Searcher", *_RECOMMENDER_NAMES]
+__all__ = [
+    "CorruptIndexError", "Hit", "MissingIndexError", "SearchConfig", "SearchInputError", "Searcher", *_RECOMMENDER_NAMES
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,8 +12,9 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,16 @@ from clickloop.atomic import atomic_path
 from clickloop.beir import BeirDataset
 from clickloop.env import prepare_pyserini
 from indexing.docstore import iter_unique_documents
-from indexing.errors import MAX_QUERY_CHARS, check_k, check_queries, check_query, require
+from indexing.errors import (
+    MAX_QUERY_CHARS,
+    CorruptIndexError,
+    check_k,
+    check_queries,
+    check_query,
+    first_line,
+    reading,
+    require,
+)
 from indexing.retriever import Ranking, Retriever, write_manifest
 from indexing.settings import BM25Settings, RM3Settings, SearchConfig
 
@@ -61,7 +71,7 @@ class BM25Index:
                     Path(collection_dir), staged, config.threads, storePositions=True, storeDocvectors=True,
                     storeRaw=True,
                 )
-                write_manifest(staged, KIND, {"n_docs": check_counts(counters, n_docs)})
+                write_manifest(staged, KIND, {"n_docs": check_counts(counters, n_docs)}, asdict(config))
 
     def __init__(self, path: Path, settings: BM25Settings | None = None, rm3: RM3Settings | None = None) -> None:
         self.path = require(Path(path), "BM25 Lucene index")
@@ -69,7 +79,8 @@ class BM25Index:
         allow_clauses(MAX_QUERY_CHARS + (rm3.fb_terms if rm3 else 0))
         from pyserini.search.lucene import LuceneSearcher
 
-        self._searcher = LuceneSearcher(str(self.path))
+        with reading(self.path, "BM25 Lucene index"):
+            self._searcher = LuceneSearcher(str(self.path))
         self._searcher.set_bm25(self.settings.k1, self.settings.b)
         if rm3:
             self._searcher.set_rm3(rm3.fb_terms, rm3.fb_docs, rm3.original_query_weight)
@@ -80,7 +91,7 @@ class BM25Index:
         """The top `k` (doc id, score) for `query`, best first; `k` beyond the corpus size is clamped."""
         check_query(query)
         depth = min(check_k(k), self.num_docs)
-        with self._lock:
+        with self._lock, lucene_errors(self.path, "BM25 Lucene index"):
             hits = self._searcher.search(query, depth)
         return [(hit.docid, hit.score) for hit in hits]
 
@@ -91,7 +102,7 @@ class BM25Index:
         if not queries:
             return {}
         query_ids = list(queries)
-        with self._lock:
+        with self._lock, lucene_errors(self.path, "BM25 Lucene index"):
             results = self._searcher.batch_search(
                 [queries[qid] for qid in query_ids], query_ids, depth, self.settings.threads
             )
@@ -101,6 +112,19 @@ class BM25Index:
 def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
     """The bm25 family's modes over `folder` (indexing.retriever registers this loader)."""
     return {"bm25": BM25Index(folder, settings.bm25), "bm25_rm3": BM25Index(folder, settings.bm25, settings.rm3)}
+
+
+@contextmanager
+def lucene_errors(path: Path, what: str, stage: str = "index") -> Iterator[None]:
+    """Searches inside raise a CorruptIndexError for a Java exception. Lucene opens an index by its headers
+    and footers and reads the rest lazily, so a damaged file can first fail in a search; with the input
+    checked before it reaches Java, a failure there is the index's."""
+    from jnius import JavaException
+
+    try:
+        yield
+    except JavaException as e:
+        raise CorruptIndexError(path, what, stage, first_line(e)) from e
 
 
 def allow_clauses(n_clauses: int) -> None:

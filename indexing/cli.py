@@ -48,9 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.params is not None and not args.params.is_file():
         parser.error(f"--params {args.params}: no such file")
     try:
-        searcher = Searcher(args.index_root, modes=(args.mode,), settings=search_settings(args.params))
+        settings = search_settings(args.params)
+    except (TypeError, ValueError) as e:  # what params sections raise for unknown keys and bad values
+        parser.error(str(e))
+    try:
+        searcher = Searcher(args.index_root, modes=(args.mode,), settings=settings)
         hits = searcher.search(args.query, k=args.k, mode=args.mode)
-    except (SearchInputError, MissingIndexError) as e:
+    except (SearchInputError, MissingIndexError) as e:  # MissingIndexError covers CorruptIndexError
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_hits(hits) if hits else "no hits")

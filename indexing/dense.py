@@ -1,8 +1,9 @@
 """Dense retrieval: sentence-transformers embeddings in a FAISS inner-product index.
 
 On disk (`dense/`): `index.faiss` (always a CPU index), `doc_ids.json` (row -> doc id) and the
-family's `retriever.json` (kind, encoder, dimension, index type, document count, normalisation,
-max_seq_length). Queries are encoded with the encoder the manifest names, so documents and
+family's `retriever.json` (kind, encoder and the content hash of its files, dimension, index type,
+document count, normalisation, max_seq_length, build params). Queries are encoded with the encoder
+the manifest names, and loading fails unless its files still hash the same, so documents and
 queries always share one embedding space. The family serves one mode, dense.
 """
 
@@ -12,7 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ import numpy as np
 from clickloop.atomic import atomic_path
 from clickloop.beir import BeirDataset, Document
 from clickloop.env import PACKAGED_MODEL, model_path, torch_device
+from clickloop.fingerprint import content_sha256
 from indexing.docstore import iter_unique_documents
-from indexing.errors import check_k, check_queries, check_query, require
-from indexing.retriever import Ranking, Retriever, read_manifest, write_manifest
+from indexing.errors import CorruptIndexError, check_k, check_queries, check_query, reading, require
+from indexing.retriever import MANIFEST_FILE, Ranking, Retriever, read_manifest, write_manifest
 from indexing.settings import DenseSettings, SearchConfig
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class DenseIndex:
         index.add(embeddings)
         facts = {
             "model": config.model,
+            "model_sha256": content_sha256(model_path(config.model)),
             "dim": dim,
             "index_type": config.index_type,
             "n_docs": len(docs),
@@ -116,18 +119,21 @@ class DenseIndex:
             staged.mkdir()
             faiss.write_index(index, str(staged / INDEX_FILE))
             (staged / DOC_IDS_FILE).write_text(json.dumps([d.doc_id for d in docs]))
-            write_manifest(staged, KIND, facts)
+            write_manifest(staged, KIND, facts, asdict(config))
 
     def __init__(self, path: Path, settings: DenseSettings | None = None) -> None:
         self.path = require(Path(path), "dense FAISS index")
         self.settings = settings or DenseSettings()
-        self.manifest = read_manifest(self.path)
-        self.doc_ids: list[str] = json.loads(require(self.path / DOC_IDS_FILE, "dense doc ids").read_text())
-        cpu_index = faiss.read_index(str(require(self.path / INDEX_FILE, "FAISS index file")))
-        if cpu_index.ntotal != len(self.doc_ids):
-            raise ValueError(
-                f"{self.path}: the FAISS index has {cpu_index.ntotal} vectors but {len(self.doc_ids)} doc ids;"
-                " rebuild it with `dvc repro index`"
+        self.manifest = read_manifest(self.path, KIND)
+        check_encoder(self.path, self.manifest)
+        with reading(self.path / DOC_IDS_FILE, "dense doc ids") as doc_ids_file:
+            self.doc_ids: list[str] = json.loads(doc_ids_file.read_text(encoding="utf-8"))
+        with reading(self.path / INDEX_FILE, "FAISS index file") as index_file:
+            cpu_index = faiss.read_index(str(index_file))
+        if (cpu_index.ntotal, cpu_index.d) != (len(self.doc_ids), self.manifest["dim"]):
+            raise CorruptIndexError(
+                self.path, "dense index", detail=f"the FAISS index holds {cpu_index.ntotal} vectors of dimension "
+                f"{cpu_index.d}, the folder {len(self.doc_ids)} doc ids of dimension {self.manifest['dim']}"
             )
         if self.settings.search_params:
             faiss.ParameterSpace().set_index_parameters(cpu_index, self.settings.search_params)
@@ -165,6 +171,24 @@ class DenseIndex:
 def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
     """The dense family's one mode over `folder` (indexing.retriever registers this loader)."""
     return {KIND: DenseIndex(folder, settings.dense)}
+
+
+def check_encoder(folder: Path, manifest: dict[str, Any]) -> None:
+    """The encoder `manifest` names must be the one that built the index: same files, byte for byte.
+
+    Another encoder loads fine and answers in another embedding space: silently wrong hits when its
+    dimension matches, a FAISS assertion at the first search when it does not.
+    """
+    model = manifest["model"]
+    try:
+        found = content_sha256(model_path(model))
+    except FileNotFoundError as e:
+        raise CorruptIndexError(folder / MANIFEST_FILE, "dense index", detail=f"its encoder is gone: {e}") from None
+    if found != manifest["model_sha256"]:
+        raise CorruptIndexError(
+            folder / MANIFEST_FILE, "dense index", detail=f"built with encoder {model!r} whose files had sha256 "
+            f"{manifest['model_sha256'][:12]}..., now {found[:12]}...: another encoder answers in another space"
+        )
 
 
 def _on_gpu_if_possible(index: Any) -> Any:

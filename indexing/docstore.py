@@ -9,7 +9,7 @@ import polars as pl
 
 from clickloop.atomic import atomic_path
 from clickloop.beir import BeirDataset, BeirFormatError, Document
-from indexing.errors import require
+from indexing.errors import reading
 
 DOCS_FILE = "docs.parquet"
 
@@ -40,11 +40,9 @@ class DocStore:
     """The documents of an index root, held in memory (a corpus of a few million short docs fits)."""
 
     def __init__(self, path: Path) -> None:
-        frame = pl.read_parquet(require(path, "document store"))
-        self._docs = {
-            doc_id: Document(doc_id, title, text)
-            for doc_id, title, text in frame.select("doc_id", "title", "text").iter_rows()
-        }
+        with reading(path, "document store"):
+            rows = pl.read_parquet(path, columns=["doc_id", "title", "text"]).iter_rows()
+            self._docs = {doc_id: Document(doc_id, title, text) for doc_id, title, text in rows}
 
     def __len__(self) -> int:
         return len(self._docs)

@@ -17,10 +17,11 @@ import numpy as np
 
 from clickloop.params import from_dict
 from indexing.dense import _on_gpu_if_possible
-from indexing.errors import SearchInputError, check_k, require
+from indexing.errors import CorruptIndexError, SearchInputError, check_k, reading, require
 from models.recommendation import RecommenderConfig
 from models.recommendation.layout import INDEX_FILE, MANIFEST_FILE, VECTORS_FILE
 
+STAGE = "feedback"  # the DVC stage that trains the recommender and writes its artifact folder
 COLD_START_POLICIES = ("error", "popular")
 
 
@@ -51,21 +52,24 @@ class Recommender:
         or "popular" (the debiased most-popular items, marked `fallback=True`)."""
         self._check_cold_start(cold_start)
         self.cold_start = cold_start
-        root = require(Path(artifact_dir), "recommender artifact folder", "feedback")
-        manifest = json.loads(require(root / MANIFEST_FILE, "recommender manifest", "feedback").read_text())
-        self.item_ids: list[str] = manifest["item_ids"]
-        self._user_row = {user: row for row, user in enumerate(manifest["user_ids"])}
-        self.config = from_dict(RecommenderConfig, manifest["config"], where=str(root / MANIFEST_FILE))
-        self.summary: dict[str, Any] = manifest["summary"]
-        with np.load(require(root / VECTORS_FILE, "recommender vectors", "feedback")) as vectors:
+        root = require(Path(artifact_dir), "recommender artifact folder", STAGE)
+        with reading(root / MANIFEST_FILE, "recommender manifest", STAGE) as manifest_file:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            self.item_ids: list[str] = manifest["item_ids"]
+            self._user_row = {user: row for row, user in enumerate(manifest["user_ids"])}
+            self.config = from_dict(RecommenderConfig, manifest["config"], where=str(manifest_file))
+            self.summary: dict[str, Any] = manifest["summary"]
+        with reading(root / VECTORS_FILE, "recommender vectors", STAGE) as path, np.load(path) as vectors:
             self._user_vectors = vectors["user"]
             self._user_offset = vectors["user_offset"]
             self._popularity_order = np.argsort(-vectors["popularity"], kind="stable")
             self._popularity = vectors["popularity"]
             self._seen_indptr, self._seen_indices = vectors["seen_indptr"], vectors["seen_indices"]
-        cpu_index = faiss.read_index(str(require(root / INDEX_FILE, "recommender FAISS index", "feedback")))
+        with reading(root / INDEX_FILE, "recommender FAISS index", STAGE) as index_file:
+            cpu_index = faiss.read_index(str(index_file))
         if cpu_index.ntotal != len(self.item_ids) or len(self._user_vectors) != len(self._user_row):
-            raise ValueError(f"{root}: the index, vectors and ids disagree on the number of items or users; retrain it")
+            raise CorruptIndexError(root, "recommender artifact folder", STAGE,
+                                    "the index, vectors and ids disagree on the number of items or users")
         self._index = _on_gpu_if_possible(cpu_index)
         # GPU FAISS indices must not be searched from two threads at once.
         self._lock = threading.Lock()

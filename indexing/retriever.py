@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from indexing.errors import SearchInputError, require
+from indexing.errors import CorruptIndexError, SearchInputError, reading
 from indexing.settings import SearchConfig
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 Ranking = list[tuple[str, float]]  # (doc id, score), best first
 
 MANIFEST_FILE = "retriever.json"
+# Of every manifest and the folder it describes; raise it when a family's folder changes in a way an
+# older loader would misread, so that serving an old folder fails at load with "rebuild it".
+FORMAT_VERSION = 1
 
 
 class Retriever(Protocol):
@@ -51,6 +54,7 @@ class Family:
     stage: str = "index"  # the DVC stage that builds the folder, named when it is missing
 
     def load(self, folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
+        read_manifest(folder, self.kind)  # a folder of another kind or format fails here, before its loader runs
         module, _, function = self.loader.partition(":")
         retrievers: dict[str, Retriever] = getattr(importlib.import_module(module), function)(folder, settings)
         if sorted(retrievers) != sorted(self.modes):
@@ -89,16 +93,40 @@ register(Family("dense", ("dense",), "indexing.dense:load"))
 register(Family("sparse", ("sparse",), "indexing.sparse:load", stage="sparse"))
 
 
-def write_manifest(folder: Path, kind: str, facts: Mapping[str, Any]) -> None:
-    """Write `folder`'s retriever.json: its kind and the build-time `facts` (document count, model...)."""
+def write_manifest(folder: Path, kind: str, facts: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Write `folder`'s retriever.json: its kind, the format version, the build `params` that shaped it
+    (its params.yaml section) and the build-time `facts` (document count, encoder...)."""
     if kind not in FAMILIES:
         raise ValueError(f"{kind!r} is not a registered retriever family; register it in indexing/retriever.py")
-    (folder / MANIFEST_FILE).write_text(json.dumps({"kind": kind, **facts}, indent=2) + "\n")
+    manifest = {"kind": kind, "format_version": FORMAT_VERSION, "params": dict(params), **facts}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    manifest: dict[str, Any] = json.loads(require(folder / MANIFEST_FILE, "retriever manifest").read_text())
+def read_manifest(folder: Path, kind: str | None = None) -> dict[str, Any]:
+    """`folder`'s manifest. With `kind`, it must describe a folder of that kind in this format version.
+
+    Missing, unreadable or mismatched, it raises MissingIndexError or CorruptIndexError naming the
+    stage that (re)builds the folder: the family's stage, found by `kind` or else by the folder's name.
+    """
+    stage = stage_of(kind or folder.name)
+    with reading(folder / MANIFEST_FILE, "retriever manifest", stage) as path:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise CorruptIndexError(path, "retriever manifest", stage, "not a JSON object")
+    if kind is not None:
+        if manifest.get("kind") != kind:
+            raise CorruptIndexError(path, "retriever manifest", stage, f"kind {manifest.get('kind')!r}, not {kind!r}")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            built = "an older clickloop, with no format version" if version is None else f"format version {version}"
+            raise CorruptIndexError(path, f"{kind} index", stage, f"built by {built}; this clickloop reads "
+                                    f"format version {FORMAT_VERSION}")
     return manifest
+
+
+def stage_of(kind: str) -> str:
+    """The DVC stage that builds folders of `kind` ("index" for a kind that is not registered)."""
+    return FAMILIES[kind].stage if kind in FAMILIES else "index"
 
 
 def discover(index_root: Path) -> dict[str, Path]:
@@ -114,7 +142,7 @@ def discover(index_root: Path) -> dict[str, Path]:
         if folder.name.startswith("."):
             continue
         kind = read_manifest(folder).get("kind")
-        if kind not in FAMILIES:
+        if not isinstance(kind, str) or kind not in FAMILIES:
             log.warning("%s: retriever kind %r is not registered; its folder is not served", manifest, kind)
         elif kind in found:
             raise ValueError(f"{index_root}: {found[kind].name}/ and {folder.name}/ are both {kind!r} indices")

@@ -4,8 +4,8 @@ A folder (`sparse/` of an index root, written by the `sparse` stage) holds
 - `lucene/`: the impact index: each document's learned term weights, quantised to integers;
 - `tokenizer/` and `query_weights.npy`: what a query costs, tokenization and one weight lookup
   per distinct token, sent to Lucene as a weighted term query; no transformer runs at query time;
-- `retriever.json`: kind `sparse`, the document count, the quantisation scale, and the mean
-  number of terms per document.
+- `retriever.json`: kind `sparse`, the document count, the mean number of terms per document,
+  and the build params (the quantisation scale, the indexing threads).
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import scipy.sparse as sp
 
 from clickloop.atomic import atomic_path
 from clickloop.process import in_fresh_process
-from indexing.bm25 import allow_clauses, check_counts, counter_values, run_index_collection
-from indexing.errors import MAX_QUERY_CHARS, check_k, check_queries, check_query, require
-from indexing.retriever import Ranking, Retriever, read_manifest, write_manifest
+from indexing.bm25 import allow_clauses, check_counts, counter_values, lucene_errors, run_index_collection
+from indexing.errors import MAX_QUERY_CHARS, check_k, check_queries, check_query, reading, require
+from indexing.retriever import Ranking, Retriever, read_manifest, stage_of, write_manifest
 from indexing.settings import SearchConfig, SparseSettings
+
+KIND = "sparse"
+STAGE = stage_of(KIND)  # the sparse stage builds this folder, not the index stage
 
 LUCENE_DIR = "lucene"
 TOKENIZER_DIR = "tokenizer"
@@ -67,10 +70,9 @@ def build_sparse_index(
             facts = {
                 "n_docs": len(doc_ids),
                 "indexed_docs": indexed,
-                "impact_scale": impact_scale,
                 "mean_terms_per_doc": float(impacts.getnnz(axis=1).mean()),
             }
-            write_manifest(staged, "sparse", facts)
+            write_manifest(staged, KIND, facts, {"impact_scale": impact_scale, "threads": threads})
     return facts
 
 
@@ -87,17 +89,20 @@ class SparseIndex:
     def __init__(self, folder: Path, settings: SparseSettings | None = None) -> None:
         from transformers import AutoTokenizer
 
-        self.path = require(Path(folder), "sparse index")
+        self.path = require(Path(folder), "sparse index", STAGE)
         self.settings = settings or SparseSettings()
-        self.manifest = read_manifest(self.path)
+        self.manifest = read_manifest(self.path, KIND)
         self.num_docs: int = int(self.manifest["n_docs"])
-        self.query_weights = np.load(require(self.path / QUERY_WEIGHTS_FILE, "sparse query weights"))
-        self._tokenizer = AutoTokenizer.from_pretrained(str(require(self.path / TOKENIZER_DIR, "sparse tokenizer")))
-        self._vocabulary = self._tokenizer.convert_ids_to_tokens(list(range(len(self.query_weights))))
+        with reading(self.path / QUERY_WEIGHTS_FILE, "sparse query weights", STAGE) as weights_file:
+            self.query_weights = np.load(weights_file)
+        with reading(self.path / TOKENIZER_DIR, "sparse tokenizer", STAGE) as tokenizer_dir:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+            self._vocabulary = self._tokenizer.convert_ids_to_tokens(list(range(len(self.query_weights))))
         allow_clauses(MAX_QUERY_CHARS)
         from pyserini.search.lucene import LuceneImpactSearcher
 
-        self._searcher = LuceneImpactSearcher(str(require(self.path / LUCENE_DIR, "sparse Lucene index")), None)
+        with reading(self.path / LUCENE_DIR, "sparse Lucene index", STAGE) as lucene_dir:
+            self._searcher = LuceneImpactSearcher(str(lucene_dir), None)
         # One lock: HF fast tokenizers and the Java searcher object are not shared across threads.
         self._lock = threading.Lock()
 
@@ -114,7 +119,7 @@ class SparseIndex:
         depth = min(check_k(k), self.num_docs)
         from pyserini.pyclass import JHashMap, JInt
 
-        with self._lock:
+        with self._lock, lucene_errors(self.path / LUCENE_DIR, "sparse Lucene index", STAGE):
             terms = self.query_terms(query)
             if not terms:
                 return []
@@ -133,4 +138,4 @@ class SparseIndex:
 
 def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
     """The sparse family's mode over `folder` (indexing.retriever registers this loader)."""
-    return {"sparse": SparseIndex(folder, settings.sparse)}
+    return {KIND: SparseIndex(folder, settings.sparse)}

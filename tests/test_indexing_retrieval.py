@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 
 from clickloop.beir import BeirDataset, BeirFormatError, Document, write_beir
+from clickloop.env import model_path
+from clickloop.fingerprint import content_sha256
 from indexing import MissingIndexError, SearchConfig, Searcher, SearchInputError
 from indexing import bm25 as bm25_module
 from indexing.bm25 import BM25BuildConfig, BM25Index
 from indexing.cli import main as cli_main
 from indexing.dense import DenseBuildConfig, DenseIndex
 from indexing.errors import MAX_K, MAX_QUERY_CHARS
-from indexing.retriever import known_modes
+from indexing.retriever import FORMAT_VERSION, known_modes
 from indexing.settings import BM25Settings, DenseSettings
 from pipeline.index import IndexConfig, run
 
@@ -98,10 +100,15 @@ def test_stage_writes_every_artifact_and_its_metrics(built: tuple[IndexConfig, d
     config, report = built
     root = Path(config.out_dir)
     assert {p.name for p in root.iterdir()} == {"bm25", "dense", "docs.parquet"}
-    assert json.loads((root / "bm25" / "retriever.json").read_text()) == {"kind": "bm25", "n_docs": N_DOCS - 1}
+    assert json.loads((root / "bm25" / "retriever.json").read_text()) == {
+        "kind": "bm25", "format_version": FORMAT_VERSION, "params": {"threads": 2}, "n_docs": N_DOCS - 1
+    }
     manifest = json.loads((root / "dense" / "retriever.json").read_text())
-    assert manifest == {"kind": "dense", "model": "all-MiniLM-L6-v2", "dim": 384, "index_type": "Flat",
-                        "n_docs": N_DOCS, "normalize": True, "max_seq_length": 256}
+    params = {"model": "all-MiniLM-L6-v2", "index_type": "Flat", "batch_size": 64, "max_seq_length": 256,
+              "normalize": True}
+    assert manifest == {"kind": "dense", "format_version": FORMAT_VERSION, "params": params,
+                        "model": "all-MiniLM-L6-v2", "model_sha256": content_sha256(model_path("all-MiniLM-L6-v2")),
+                        "dim": 384, "index_type": "Flat", "n_docs": N_DOCS, "normalize": True, "max_seq_length": 256}
     assert json.loads(Path(config.metrics_file).read_text()) == report
     assert report["n_docs"] == N_DOCS
     for artifact in ("bm25", "dense", "docs.parquet"):

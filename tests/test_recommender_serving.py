@@ -3,6 +3,7 @@ training, real FAISS index): top-k against brute force, seen items, cold start, 
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from indexing.errors import MissingIndexError, SearchInputError
+from indexing.errors import CorruptIndexError, MissingIndexError, SearchInputError
 from indexing.recommender import Recommender, UnknownUserError
 from models.recommendation import FactorizationModel, RecommenderConfig
 from models.recommendation.artifact import train_recommender
-from models.recommendation.layout import MODEL_DIR
+from models.recommendation.layout import INDEX_FILE, MANIFEST_FILE, MODEL_DIR, VECTORS_FILE
 
 THETA = [1.0, 0.6, 0.4, 0.3, 0.2]
 N_USERS, N_DOCS, SHOWN = 30, 25, 5
@@ -123,6 +124,20 @@ def test_bad_cold_start_policy_is_rejected(artifact: tuple[Path, dict], recommen
 def test_missing_artifact_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(MissingIndexError, match=r"recommender artifact folder .*dvc repro feedback"):
         Recommender(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [(INDEX_FILE, b"garbage" * 10), (VECTORS_FILE, b"PK\x03\x04 not a zip"), (MANIFEST_FILE, b"{not json")],
+)
+def test_corrupt_artifact_says_which_stage_rebuilds_it(
+    artifact: tuple[Path, dict], tmp_path: Path, name: str, content: bytes
+) -> None:
+    damaged = tmp_path / "recommender"
+    shutil.copytree(artifact[0], damaged)
+    (damaged / name).write_bytes(content)
+    with pytest.raises(CorruptIndexError, match=rf"recommender .* is unusable at .*{name}.*dvc repro feedback"):
+        Recommender(damaged)
 
 
 def test_concurrent_calls_match_sequential_ones(recommender: Recommender) -> None:

@@ -12,9 +12,11 @@ import pytest
 from clickloop.beir import BeirDataset, Document, write_beir
 from indexing import MissingIndexError, SearchConfig, Searcher, SearchInputError
 from indexing.docstore import write_doc_store
-from indexing.errors import check_k, check_queries, check_query
+from indexing.errors import CorruptIndexError, check_k, check_queries, check_query
 from indexing.retriever import (
     FAMILIES,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
     Family,
     Ranking,
     Retriever,
@@ -67,7 +69,7 @@ def root(tmp_path: Path, toy: Family) -> Path:
     root = tmp_path / "indices"
     write_doc_store(BeirDataset(tmp_path / "beir"), root / "docs.parquet")
     (root / "toy").mkdir()
-    write_manifest(root / "toy", "toy", {"doc_ids": list(DOCS)})
+    write_manifest(root / "toy", "toy", {"doc_ids": list(DOCS)}, {"weights": [1.0, 2.0]})
     return root
 
 
@@ -124,4 +126,27 @@ def test_a_loader_must_serve_the_modes_its_family_declares(root: Path, toy: Fami
 
 def test_only_registered_kinds_get_a_manifest(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'sparkle' is not a registered retriever family"):
-        write_manifest(tmp_path, "sparkle", {})
+        write_manifest(tmp_path, "sparkle", {}, {})
+
+
+def test_the_manifest_records_its_format_version_and_build_params(root: Path) -> None:
+    manifest = read_manifest(root / "toy", "toy")
+    assert manifest == {"kind": "toy", "format_version": FORMAT_VERSION, "params": {"weights": [1.0, 2.0]},
+                        "doc_ids": list(DOCS)}
+    with pytest.raises(CorruptIndexError, match=r"kind 'toy', not 'dense'.*rebuild it with `dvc repro index`"):
+        read_manifest(root / "toy", "dense")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", r"retriever manifest is unusable at .*toy/retriever.json \(JSONDecodeError"),
+        ("[1, 2]", r"retriever manifest is unusable .*\(not a JSON object\)"),
+        ('{"kind": "toy", "doc_ids": []}', r"toy index is unusable .*an older clickloop, with no format version"),
+        ('{"kind": "toy", "format_version": 99}', r"toy index is unusable .*format version 99; this clickloop reads"),
+    ],
+)
+def test_an_unusable_manifest_names_the_stage_that_rebuilds_the_folder(root: Path, text: str, problem: str) -> None:
+    (root / "toy" / MANIFEST_FILE).write_text(text)
+    with pytest.raises(CorruptIndexError, match=rf"{problem}.*rebuild it with `dvc repro toy`"):
+        Searcher(root, modes=("toy",))
