@@ -180,6 +180,8 @@ def discover(log_roots: list[str]) -> Discovery:
             continue
         n_days, n_files = 0, len(found.files)
         for entry in _entries(root_path, found):
+            if _is_readme(entry):
+                continue
             if not (entry.is_dir() and _is_day(entry.name)):
                 found.unknown.append(str(entry))
                 continue
@@ -203,6 +205,12 @@ def _entries(folder: Path, found: Discovery) -> list[Path]:
         else:
             entries.append(entry)
     return entries
+
+
+def _is_readme(entry: Path) -> bool:
+    """A README file beside the day folders documents the log root (feedback_logs/ ships one): it is
+    expected there, so it is skipped without being reported as an unknown file."""
+    return entry.is_file() and entry.name.lower().startswith("readme")
 
 
 def _is_day(name: str) -> bool:

@@ -17,7 +17,9 @@ logit can pass. The query side starts as the corpus IDF (`models.sparse.idf`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,8 @@ def new_sparse_encoder(
     idf: np.ndarray, backbone: str = PACKAGED_MODEL, max_seq_length: int = 256, device: str | None = None
 ) -> SparseEncoder:
     """An untrained inference-free encoder: query weights = `idf` (one per vocabulary token)."""
-    mlm = Transformer(model_path(backbone), transformer_task="fill-mask", max_seq_length=max_seq_length)
+    with _without_load_report():
+        mlm = Transformer(model_path(backbone), transformer_task="fill-mask", max_seq_length=max_seq_length)
     query = SparseStaticEmbedding(tokenizer=mlm.tokenizer, weight=torch.tensor(idf, dtype=torch.float32))
     router = Router.for_query_document([query], [mlm, SpladePooling("max")])
     model = SparseEncoder(modules=[router], similarity_fn_name="dot", device=device or torch_device())
@@ -47,6 +50,27 @@ def new_sparse_encoder(
         head.transform.dense.bias.zero_()
     _untie_decoder(mlm.auto_model, head)
     return model
+
+
+@contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Drop transformers' warnings about the MLM head during one load: its load report and its tying check
+    find the `cls.predictions` weights missing, which they are by design (all-MiniLM-L6-v2 has no head;
+    `new_sparse_encoder` sets it up). Only records that name the head are dropped.
+
+    A filter, not a level: transformers reads this logger's level to decide whether to check its
+    tensor-parallel plan, a check that warns on its own about every layer of a model like this one.
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+
+    def not_about_the_head(record: logging.LogRecord) -> bool:
+        return "cls.predictions" not in record.getMessage()
+
+    logger.addFilter(not_about_the_head)
+    try:
+        yield
+    finally:
+        logger.removeFilter(not_about_the_head)
 
 
 def _untie_decoder(mlm: torch.nn.Module, head: torch.nn.Module) -> None:
