@@ -47,11 +47,6 @@ class DocStore:
     def __len__(self) -> int:
         return len(self._docs)
 
-    def __getitem__(self, doc_id: str) -> Document:
-        try:
-            return self._docs[doc_id]
-        except KeyError:
-            raise KeyError(
-                f"document {doc_id!r} is in an index but not in the document store; the index root is inconsistent,"
-                " rebuild it with `dvc repro index`"
-            ) from None
+    def get(self, doc_id: str) -> Document | None:
+        """The document `doc_id`, or None when the store does not hold it."""
+        return self._docs.get(doc_id)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexing.docstore import DOCS_FILE, DocStore
-from indexing.errors import MissingIndexError, SearchInputError, require
+from indexing.errors import CorruptIndexError, MissingIndexError, SearchInputError, require
 from indexing.retriever import FAMILIES, MANIFEST_FILE, Ranking, Retriever, discover, family_of, known_modes
 from indexing.settings import SearchConfig
 
@@ -57,18 +57,19 @@ class Searcher:
         settings = settings or SearchConfig()
         self._docs = DocStore(root / DOCS_FILE)
         self._retrievers: dict[str, Retriever] = {}
+        self._folders = {family.kind: found[family.kind] for family in requested}
         for family in requested:
             self._retrievers.update(family.load(found[family.kind], settings))
         self.modes = tuple(mode for mode in known_modes() if mode in self._retrievers)
 
     def search(self, query: str, k: int = 10, mode: str = "bm25") -> list[Hit]:
         """The top `k` hits for `query`, best first."""
-        return self._hits(self._retriever(mode).search(query, k))
+        return self._hits(self._retriever(mode).search(query, k), mode)
 
     def batch_search(self, queries: Mapping[str, str], k: int = 100, mode: str = "bm25") -> dict[str, list[Hit]]:
         """`search` for every (query id, text); the same hits as one `search` per query."""
         rankings = self._retriever(mode).batch_search(queries, k)
-        return {qid: self._hits(ranking) for qid, ranking in rankings.items()}
+        return {qid: self._hits(ranking, mode) for qid, ranking in rankings.items()}
 
     def _retriever(self, mode: str) -> Retriever:
         family_of(mode)  # an unknown mode gets the list of known ones
@@ -76,9 +77,17 @@ class Searcher:
             raise SearchInputError(f"mode {mode!r} was not loaded; this Searcher has {', '.join(self.modes)}")
         return self._retrievers[mode]
 
-    def _hits(self, ranking: Ranking) -> list[Hit]:
+    def _hits(self, ranking: Ranking, mode: str) -> list[Hit]:
         hits = []
         for rank, (doc_id, score) in enumerate(ranking, start=1):
-            doc = self._docs[doc_id]
+            doc = self._docs.get(doc_id)
+            if doc is None:
+                # The index and the document store were built from different corpora; the index is the
+                # stale one when another stage built it (e.g. sparse after a new `index`).
+                family = family_of(mode)
+                raise CorruptIndexError(
+                    self._folders[family.kind], f"{family.kind} index", family.stage,
+                    f"it returns document {doc_id!r}, which {DOCS_FILE} does not hold",
+                )
             hits.append(Hit(doc_id, score, rank, doc.title, doc.text))
         return hits

@@ -18,6 +18,7 @@ from clickloop.env import PACKAGED_MODEL, model_path
 from indexing import CorruptIndexError, MissingIndexError, Searcher, SearchInputError
 from indexing.cli import main as cli_main
 from indexing.dense import DenseBuildConfig, DenseIndex
+from indexing.docstore import DOCS_FILE, write_doc_store
 from indexing.retriever import FORMAT_VERSION, MANIFEST_FILE, write_manifest
 from pipeline.index import IndexConfig, run
 
@@ -129,6 +130,19 @@ def test_damaged_index_files_say_what_to_rebuild(index_root: Path, tmp_path: Pat
     apply(damaged)
     with pytest.raises(CorruptIndexError, match=rf"{problem}.*rebuild it with `dvc repro index`"):
         Searcher(damaged, modes=(mode,)).search("honey bees", k=3, mode=mode)
+
+
+def test_an_index_and_a_document_store_of_different_corpora(index_root: Path, tmp_path: Path) -> None:
+    mixed = tmp_path / "indices"
+    shutil.copytree(index_root, mixed)
+    write_beir(tmp_path / "other", [Document("moon", *DOCS["moon"])], {}, {})
+    (mixed / DOCS_FILE).unlink()
+    write_doc_store(BeirDataset(tmp_path / "other"), mixed / DOCS_FILE)
+    searcher = Searcher(mixed, modes=("bm25",))
+    assert searcher.search("ocean tides", k=1)[0].doc_id == "moon"
+    stale = r"bm25 index is unusable at .*bm25 \(it returns document 'bees', which docs.parquet does not hold\)"
+    with pytest.raises(CorruptIndexError, match=rf"{stale}; rebuild it with `dvc repro index`"):
+        searcher.search("honey bees", k=1)
 
 
 def test_an_index_of_an_older_format_must_be_rebuilt(index_root: Path, tmp_path: Path) -> None:
