@@ -139,6 +139,12 @@ class DenseIndex:
             faiss.ParameterSpace().set_index_parameters(cpu_index, self.settings.search_params)
         self._index = _on_gpu_if_possible(cpu_index)
         self._encoder = load_encoder(self.manifest["model"], self.manifest["max_seq_length"])
+        # The one check left where the manifest records no encoder hash (format version 0).
+        if self._encoder.get_embedding_dimension() != cpu_index.d:
+            raise CorruptIndexError(
+                self.path / MANIFEST_FILE, "dense index", detail=f"its vectors have dimension {cpu_index.d}, its "
+                f"encoder {self.manifest['model']!r} now gives {self._encoder.get_embedding_dimension()}"
+            )
         # Hugging Face fast tokenizers raise "Already borrowed" when used from two threads at once.
         self._lock = threading.Lock()
         self.num_docs = len(self.doc_ids)
@@ -181,9 +187,14 @@ def check_encoder(folder: Path, manifest: dict[str, Any]) -> None:
     """
     model = manifest["model"]
     try:
-        found = content_sha256(model_path(model))
+        encoder_path = model_path(model)
     except FileNotFoundError as e:
         raise CorruptIndexError(folder / MANIFEST_FILE, "dense index", detail=f"its encoder is gone: {e}") from None
+    if "model_sha256" not in manifest:
+        log.warning("%s: built before encoder hashes were recorded, so its encoder %r cannot be checked; rebuild it "
+                    "with `dvc repro index`", folder, model)
+        return
+    found = content_sha256(encoder_path)
     if found != manifest["model_sha256"]:
         raise CorruptIndexError(
             folder / MANIFEST_FILE, "dense index", detail=f"built with encoder {model!r} whose files had sha256 "

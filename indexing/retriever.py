@@ -27,6 +27,9 @@ MANIFEST_FILE = "retriever.json"
 # Of every manifest and the folder it describes; raise it when a family's folder changes in a way an
 # older loader would misread, so that serving an old folder fails at load with "rebuild it".
 FORMAT_VERSION = 1
+# Manifests from before format versions were recorded (version 0) describe the same folder layouts
+# with fewer facts, so they stay readable; the dense loader warns that it cannot check their encoder.
+READABLE_VERSIONS = (0, FORMAT_VERSION)
 
 
 class Retriever(Protocol):
@@ -103,7 +106,7 @@ def write_manifest(folder: Path, kind: str, facts: Mapping[str, Any], params: Ma
 
 
 def read_manifest(folder: Path, kind: str | None = None) -> dict[str, Any]:
-    """`folder`'s manifest. With `kind`, it must describe a folder of that kind in this format version.
+    """`folder`'s manifest. With `kind`, it must describe a folder of that kind in a readable format version.
 
     Missing, unreadable or mismatched, it raises MissingIndexError or CorruptIndexError naming the
     stage that (re)builds the folder: the family's stage, found by `kind` or else by the folder's name.
@@ -116,11 +119,10 @@ def read_manifest(folder: Path, kind: str | None = None) -> dict[str, Any]:
     if kind is not None:
         if manifest.get("kind") != kind:
             raise CorruptIndexError(path, "retriever manifest", stage, f"kind {manifest.get('kind')!r}, not {kind!r}")
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            built = "an older clickloop, with no format version" if version is None else f"format version {version}"
-            raise CorruptIndexError(path, f"{kind} index", stage, f"built by {built}; this clickloop reads "
-                                    f"format version {FORMAT_VERSION}")
+        version = manifest.get("format_version", 0)
+        if version not in READABLE_VERSIONS:
+            raise CorruptIndexError(path, f"{kind} index", stage, f"format version {version}; this clickloop reads "
+                                    f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     return manifest
 
 

@@ -6,6 +6,7 @@ names the artifact and the `dvc repro` stage that (re)builds it, never a Java ex
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -145,13 +146,20 @@ def test_an_index_and_a_document_store_of_different_corpora(index_root: Path, tm
         searcher.search("honey bees", k=1)
 
 
-def test_an_index_of_an_older_format_must_be_rebuilt(index_root: Path, tmp_path: Path) -> None:
+def test_a_dense_index_from_before_encoder_hashes_loads_with_a_warning(
+    index_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     old = tmp_path / "indices"
     shutil.copytree(index_root, old)
     manifest = json.loads((old / "dense" / MANIFEST_FILE).read_text())
     del manifest["format_version"], manifest["model_sha256"], manifest["params"]
     (old / "dense" / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(CorruptIndexError, match=r"dense index is unusable .*an older clickloop.*`dvc repro index`"):
+    with caplog.at_level(logging.WARNING):
+        searcher = Searcher(old, modes=("dense",))
+    assert "built before encoder hashes were recorded" in caplog.text and "dvc repro index" in caplog.text
+    assert searcher.search("honey", k=1, mode="dense")[0].doc_id == "bees"
+    (old / "dense" / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 2}))
+    with pytest.raises(CorruptIndexError, match=r"dense index is unusable .*format version 2; .*`dvc repro index`"):
         Searcher(old, modes=("dense",))
 
 
@@ -221,6 +229,12 @@ def test_an_index_fails_to_load_with_another_encoder_than_the_one_that_built_it(
     with pytest.raises(CorruptIndexError, match=rf"dense index is unusable .*built with encoder '{encoder}' whose "
                                                 r"files had sha256 .*`dvc repro index`"):
         DenseIndex(tmp_path / "dense")
+    if change is other_size_encoder:  # a manifest without the hash still catches this one, at load
+        manifest_file = tmp_path / "dense" / MANIFEST_FILE
+        legacy = {k: v for k, v in json.loads(manifest_file.read_text()).items() if k != "model_sha256"}
+        manifest_file.write_text(json.dumps(legacy))
+        with pytest.raises(CorruptIndexError, match=r"its vectors have dimension 384, its encoder .* now gives 128"):
+            DenseIndex(tmp_path / "dense")
     shutil.rmtree(encoder)
     with pytest.raises(CorruptIndexError, match=r"dense index is unusable .*its encoder is gone"):
         DenseIndex(tmp_path / "dense")
