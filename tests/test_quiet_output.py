@@ -22,6 +22,8 @@ LUCENE_RUN = """
     write_beir(root / "beir", [Document("d1", "Bees", "honey bees"), Document("d2", "Moon", "tides")], {{}}, {{}})
     BM25Index.build(BeirDataset(root / "beir"), root / "bm25", BM25BuildConfig())
     print(BM25Index(root / "bm25").search("honey", 1))
+    from pyserini.pyclass import autoclass
+    autoclass("org.apache.lucene.util.VectorUtil").dotProduct([1.0], [1.0])  # where Lucene looks for a vector API
 """
 
 TRAINING_RUN = """
