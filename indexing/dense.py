@@ -128,18 +128,12 @@ class DenseIndex:
         check_encoder(self.path, self.manifest)
         with reading(self.path / DOC_IDS_FILE, "dense doc ids") as doc_ids_file:
             self.doc_ids: list[str] = json.loads(doc_ids_file.read_text(encoding="utf-8"))
-        with reading(self.path / INDEX_FILE, "FAISS index file") as index_file:
-            cpu_index = faiss.read_index(str(index_file))
-        if (cpu_index.ntotal, cpu_index.d) != (len(self.doc_ids), self.manifest["dim"]):
-            raise CorruptIndexError(
-                self.path, "dense index", detail=f"the FAISS index holds {cpu_index.ntotal} vectors of dimension "
-                f"{cpu_index.d}, the folder {len(self.doc_ids)} doc ids of dimension {self.manifest['dim']}"
-            )
+        cpu_index = read_faiss_index(self.path, len(self.doc_ids), self.manifest["dim"])
         if self.settings.search_params:
             faiss.ParameterSpace().set_index_parameters(cpu_index, self.settings.search_params)
         self._index = _on_gpu_if_possible(cpu_index)
         self._encoder = load_encoder(self.manifest["model"], self.manifest["max_seq_length"])
-        # The one check left where the manifest records no encoder hash (format version 0).
+        # The one encoder check left where the manifest records no encoder hash (format version 0).
         if self._encoder.get_embedding_dimension() != cpu_index.d:
             raise CorruptIndexError(
                 self.path / MANIFEST_FILE, "dense index", detail=f"its vectors have dimension {cpu_index.d}, its "
@@ -177,6 +171,18 @@ class DenseIndex:
 def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
     """The dense family's one mode over `folder` (indexing.retriever registers this loader)."""
     return {KIND: DenseIndex(folder, settings.dense)}
+
+
+def read_faiss_index(folder: Path, n_docs: int, dim: int) -> Any:
+    """The FAISS index of a dense folder, which must hold one vector of dimension `dim` per document."""
+    with reading(folder / INDEX_FILE, "FAISS index file") as index_file:
+        index = faiss.read_index(str(index_file))
+    if (index.ntotal, index.d) != (n_docs, dim):
+        raise CorruptIndexError(
+            folder / INDEX_FILE, "FAISS index file", detail=f"it holds {index.ntotal} vectors of dimension {index.d}; "
+            f"the folder has {n_docs} doc ids and its manifest says dimension {dim}"
+        )
+    return index
 
 
 def check_encoder(folder: Path, manifest: dict[str, Any]) -> None:

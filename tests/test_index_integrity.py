@@ -113,6 +113,8 @@ DAMAGES = {
     "faiss garbage": ("dense", each("dense/index.faiss", garble), r"FAISS index file is unusable .*index.faiss"),
     "faiss truncated": ("dense", each("dense/index.faiss", truncate), r"FAISS index file is unusable .*read error"),
     "doc ids garbage": ("dense", each("dense/doc_ids.json", garble), r"dense doc ids is unusable .*JSONDecodeError"),
+    "doc ids short": ("dense", lambda root: (root / "dense" / "doc_ids.json").write_text('["bees"]'),
+                      r"FAISS index file is unusable .*4 vectors of dimension 384; the folder has 1 doc ids"),
     "lucene segment info garbage": ("bm25", each("bm25/*.si", garble), r"BM25 Lucene index is unusable .*Corrupt"),
     "lucene segments_N truncated": ("bm25", each("bm25/segments_*", truncate), r"BM25 Lucene index is unusable"),
     "lucene terms garbage": ("bm25_rm3", each("bm25/*.tim", garble), r"BM25 Lucene index is unusable .*header"),
