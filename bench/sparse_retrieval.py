@@ -23,6 +23,9 @@ Efficiency (`--efficiency`): mean terms per document and the FLOPS figure; query
 of `sparse` against `bm25` through one Searcher (same Lucene); documents encoded per second by the
 saved `SparseEncoder` against the dense `SentenceTransformer`, same texts and length, on this machine.
 
+Seeds: `--seeds` (13 14 15) for the `--spread-signals` (clicks), the first seed for the others;
+every finished run is kept under reports/tmp/sparse_<dataset>/, so a rerun resumes.
+
 Run: `nice -n 10 .venv/bin/python -m bench.sparse_retrieval --dataset scifact --ablations --efficiency`.
 Writes reports/sparse_retrieval_<dataset>.json and .md.
 """
@@ -82,19 +85,24 @@ def main() -> None:
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--signals", nargs="+", default=["cold_start", "clicks", "judgments"])
-    parser.add_argument("--ablations", action="store_true")
+    parser.add_argument("--ablations", nargs="*", choices=list(ABLATIONS), default=None,
+                        help="ablations of (b) to run: all when given no names")
     parser.add_argument("--efficiency", action="store_true")
     parser.add_argument("--seeds", nargs="+", type=int, default=[13, 14, 15])
+    parser.add_argument("--spread-signals", nargs="+", default=["clicks"],
+                        help="signals trained once per seed; the others with the first seed only")
     args = parser.parse_args()
-    report = run(args.dataset, args.sessions, args.signals, args.ablations, args.efficiency, args.seeds)
+    seeds = {s: args.seeds if s in args.spread_signals else args.seeds[:1] for s in args.signals}
+    ablations = [] if args.ablations is None else args.ablations or list(ABLATIONS)
+    report = run(args.dataset, args.sessions, args.signals, ablations, args.efficiency, seeds)
     out = REPO / "reports" / f"sparse_retrieval_{args.dataset}.json"
     write_json(out, report)
     write_text(out.with_suffix(".md"), markdown(report))
     print(markdown(report))
 
 
-def run(name: str, sessions: int, signals: list[str], ablations: bool, efficiency: bool,
-        seeds: list[int]) -> dict[str, Any]:
+def run(name: str, sessions: int, signals: list[str], ablations: list[str], efficiency: bool,
+        seeds: dict[str, list[int]]) -> dict[str, Any]:
     started = time.monotonic()
     work = REPO / "reports" / "tmp" / f"sparse_{name}"
     dataset = with_train_split(BeirDataset(DATASETS / name), work / "dataset")
@@ -118,16 +126,17 @@ def run(name: str, sessions: int, signals: list[str], ablations: bool, efficienc
         sources = [t for t in config.distill_from if t != CLICKS or signal == "clicks"]
         training_sets[signal] = with_teachers(labelled, corpus.rows, teachers, config.teacher_depth, sources)
         if signal == "clicks" and ablations:
-            for ablation, change in ABLATIONS.items():
+            for ablation in ablations:
                 training_sets[ablation] = with_teachers(labelled, corpus.rows, teachers, config.teacher_depth,
-                                                        change.get("distill_from", sources))
+                                                        ABLATIONS[ablation].get("distill_from", sources))
     for signal in signals:
         queries = training_sets[signal]
-        row = _signal(signal, config, corpus, queries, work, index_root, test_queries, test_qrels, seeds)
+        row = _signal(signal, config, corpus, queries, work, index_root, test_queries, test_qrels, seeds[signal])
         report["retrievers"][f"sparse_{signal}"] = {**row, "queries": len(queries)}
         print(signal, row, flush=True)
         if signal == "clicks" and ablations:
-            report["ablations"] = _ablations(config, corpus, training_sets, test_queries, test_qrels, work, row)
+            report["ablations"] = _ablations(config, corpus, training_sets, ablations, test_queries, test_qrels,
+                                             work, row)
         if signal == "clicks" and efficiency:
             report["efficiency"] = _efficiency(index_root, work / signal / "sparse", work / signal / "model", corpus,
                                                test_queries)
@@ -137,13 +146,15 @@ def run(name: str, sessions: int, signals: list[str], ablations: bool, efficienc
 
 def _signal(signal: str, config: SparseConfig, corpus: Corpus, queries: list, work: Path, index_root: Path,
             test_queries: dict, test_qrels: dict, seeds: list[int]) -> dict[str, Any]:
-    """One signal trained once per seed. The first seed of (b), the deployed signal, is encoded in full
-    and served from its impact index through the Searcher; every other run is scored exactly."""
-    saved = work / signal / f"figures_seeds_{'_'.join(map(str, seeds))}.json"
-    if saved.is_file():  # a finished run of the same settings (delete the folder to retrain)
-        return json.loads(saved.read_text())
+    """One signal trained once per seed (each seed's row kept in the work folder, so a rerun resumes).
+    The first seed of (b), the deployed signal, is encoded in full and served from its impact index
+    through the Searcher; every other run is scored exactly."""
     per_seed: dict[str, Any] = {}
     for seed in seeds:
+        saved = work / signal / f"seed_{seed}.json"
+        if saved.is_file():  # a finished run of the same settings (delete the folder to retrain)
+            per_seed[str(seed)] = json.loads(saved.read_text())
+            continue
         variant = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
         model = fresh_encoder(corpus, variant)
         if signal == "clicks" and seed == seeds[0]:
@@ -155,15 +166,14 @@ def _signal(signal: str, config: SparseConfig, corpus: Corpus, queries: list, wo
             result = train_sparse_encoder(model, corpus.states, corpus.idf, queries, variant.training)
             row = {**_exact_scores(model, corpus, config, test_queries, test_qrels),
                    **_summary({"training": dataclasses.asdict(result)}), "scored_by": "exact"}
+        write_json(saved, row)
         per_seed[str(seed)] = row
         print(signal, seed, row, flush=True)
     first = per_seed[str(seeds[0])]
     spread = {f"{m}_{stat}": round(float(f(rows)), 4) for m in METRICS
               for stat, f in (("mean", np.mean), ("sd", np.std))
               for rows in [[r[m] for r in per_seed.values()]]}
-    summary = {**first, **spread, "seeds": per_seed}
-    write_json(saved, summary)
-    return summary
+    return {**first, **spread, "seeds": per_seed}
 
 
 def with_train_split(dataset: BeirDataset, out_dir: Path, seed: int = 13) -> BeirDataset:
@@ -218,10 +228,11 @@ def _click_labels(dataset: BeirDataset, searcher: Searcher, work: Path, sessions
     return pl.read_parquet(labels_file)
 
 
-def _ablations(config: SparseConfig, corpus: Corpus, training_sets: dict[str, list], test_queries: dict,
-               test_qrels: dict, work: Path, clicks_row: dict) -> dict[str, Any]:
+def _ablations(config: SparseConfig, corpus: Corpus, training_sets: dict[str, list], names: list[str],
+               test_queries: dict, test_qrels: dict, work: Path, clicks_row: dict) -> dict[str, Any]:
     rows: dict[str, Any] = {}
-    for name, change in ABLATIONS.items():
+    for name in names:
+        change = ABLATIONS[name]
         saved = work / f"ablation_{name}" / "row.json"
         if saved.is_file():  # finished in an earlier run of the same settings
             rows[name] = json.loads(saved.read_text())

@@ -57,7 +57,7 @@ class SparseTrainingConfig:
     flops: str = "idf"  # idf | plain
     flops_weight: float = 1.0e-4
     flops_ramp_steps: int = 100
-    lr: float = 1.0e-3  # MLM head (transform and decoder bias)
+    lr: float = 3.0e-4  # MLM head (transform and decoder bias); 1e-3 unlearns the identity transform
     train_decoder: bool = False  # also move each token's output vector (untied from the word embeddings)
     decoder_lr: float = 1.0e-4
     query_lr: float = 1.0e-2  # the query token weights
