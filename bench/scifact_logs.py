@@ -19,13 +19,17 @@ SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
 
 def portable(value: Any) -> Any:
     """`value` with every path (Path, or a string naming an absolute path) relative to the repo, so a
-    committed report names datasets and folders the same on every machine."""
+    committed report names datasets and folders the same on every machine; a path outside the repo
+    and the folder beside it (../shared) is named by its last part only."""
     if isinstance(value, dict):
         return {k: portable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [portable(v) for v in value]
     if isinstance(value, Path) or (isinstance(value, str) and os.path.isabs(value)):
-        return os.path.relpath(value, REPO)
+        absolute = Path(value).resolve()
+        if absolute.is_relative_to(REPO.parent):
+            return os.path.relpath(absolute, REPO)
+        return absolute.name
     return value
 
 
