@@ -41,11 +41,7 @@ class BeirDataset:
                 raise BeirFormatError(f"{self.root} is not a BEIR folder: {name} is missing")
 
     def corpus(self) -> Iterator[Document]:
-        for line_no, record in _read_jsonl(self.root / "corpus.jsonl"):
-            try:
-                yield Document(str(record["_id"]), str(record.get("title") or ""), str(record.get("text") or ""))
-            except KeyError as e:
-                raise BeirFormatError(f"corpus.jsonl line {line_no}: missing {e}") from None
+        return read_corpus(self.root / "corpus.jsonl")
 
     def queries(self, split: str | None = None) -> dict[str, str]:
         """Query id -> text; with `split`, only the queries judged in that split."""
@@ -68,6 +64,15 @@ class BeirDataset:
         if not path.is_file():
             raise BeirFormatError(f"{self.root} has no qrels for split {split!r} (looked for {path})")
         return read_qrels(path)
+
+
+def read_corpus(path: str | Path) -> Iterator[Document]:
+    """The documents of a BEIR corpus.jsonl (a folder without queries.jsonl still has one to read)."""
+    for line_no, record in _read_jsonl(Path(path)):
+        try:
+            yield Document(str(record["_id"]), str(record.get("title") or ""), str(record.get("text") or ""))
+        except KeyError as e:
+            raise BeirFormatError(f"corpus.jsonl line {line_no}: missing {e}") from None
 
 
 def read_qrels(path: str | Path) -> Qrels:

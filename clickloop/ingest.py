@@ -661,8 +661,15 @@ def ingest(config: IngestConfig) -> IngestReport:
     """Read every log root, write the ingested tables and metrics/ingest.json; return the report."""
     found = discover(config.log_roots)
     for root in found.roots:
-        if not root.exists or root.files == 0:
-            log.warning("log root %s: %s", root.root, "missing" if not root.exists else "no log files")
+        if not root.exists:
+            log.warning("log root %s: missing", root.root)
+        elif root.files == 0:
+            # One empty root among others is the normal case (simulation off, or no real logs yet in a
+            # laboratory run); no logs anywhere is worth a warning.
+            log.log(logging.INFO if found.files else logging.WARNING, "log root %s: no log files", root.root)
+    if not found.files:
+        log.warning("no log files in any root (%s): the feedback models have nothing to learn from",
+                    ", ".join(config.log_roots))
     for path in found.unknown:
         log.warning("not a UBI log file (skipped): %s", path)
     for path in found.links:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from clickloop.metrics import (
 )
 from clickloop.params import section
 from indexing import SearchConfig, Searcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,15 +47,17 @@ class EvaluateConfig:
 
 
 def judged_report(config: EvaluateConfig, searcher: Searcher) -> dict[str, dict[str, float]]:
-    """nDCG@10 / R@100 / MRR@10 (by default) on the judged split, one entry per retriever."""
+    """nDCG@10 / R@100 / MRR@10 (by default) on the judged split, one entry per retriever; none (and an
+    empty runs folder, a DVC output all the same) when the dataset has no judgments for the split."""
     dataset = BeirDataset(Path(config.dataset_dir))
-    if config.split not in dataset.splits():
-        return {}
-    qrels = dataset.qrels(config.split)
-    queries = dataset.queries(config.split)
-    report = {}
+    report: dict[str, dict[str, float]] = {}
     with atomic_path(config.runs_dir) as runs_dir:
         runs_dir.mkdir()
+        if config.split not in dataset.splits():
+            log.info("no judgments for split %r: no judged metrics, only what the logs support", config.split)
+            return report
+        qrels = dataset.qrels(config.split)
+        queries = dataset.queries(config.split)
         for mode in config.retrievers:
             hits = searcher.batch_search(queries, k=config.depth, mode=mode)
             run: Run = {qid: {h.doc_id: h.score for h in ranked} for qid, ranked in hits.items()}
@@ -65,9 +70,11 @@ def counterfactual_report(config: EvaluateConfig, searcher: Searcher) -> dict[st
     """Clicks@k each retriever would get on the logged traffic (IPS), beside the logging ranker's."""
     results_file, propensities_file = Path(config.results_file), Path(config.propensities_file)
     if not results_file.is_file() or not propensities_file.is_file():
+        log.info("no logs with an examination curve (%s): no off-policy estimates", propensities_file)
         return {}
     logged = pl.read_parquet(results_file, columns=["query_id", "user_query", "doc_id", "position", "clicked"])
     if logged.is_empty():
+        log.info("no logged results: no off-policy estimates")
         return {}
     propensities = json.loads(propensities_file.read_text())["propensities"]
     frequent = (
@@ -93,6 +100,7 @@ def _estimate_row(key: str, estimate: CounterfactualEstimate) -> dict[str, float
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = section("evaluate", EvaluateConfig)
     searcher = Searcher(config.index_root, modes=config.retrievers, settings=section("search", SearchConfig))
     judged = judged_report(config, searcher)
@@ -104,6 +112,8 @@ def main() -> None:
     _write_plot_table(config.plots_file, rows)
     for name, values in rows.items():
         print(f"{name:>10} " + "  ".join(f"{m}={v:.4f}" for m, v in values.items()))
+    if not rows:
+        print(f"nothing to evaluate: no judgments for split {config.split!r} and no logs")
 
 
 def _write_plot_table(path: str, rows: dict[str, dict[str, float]]) -> None:

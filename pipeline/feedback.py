@@ -13,6 +13,14 @@ From `data/ingested/results.parquet` it writes, under `data/feedback/` (one atom
   when the logs name no users;
 
 and `metrics/feedback.json` with each model's held-out figures.
+
+It runs on whatever the logs hold. With no logged results at all (a new deployment, simulation
+off) it writes an empty `labels.parquet` and nothing else (the sparse stage then starts cold, the
+evaluate stage reports judged metrics only). With too few days or queries to hold out, GNOLR and
+the reward are skipped with the reason. Logged documents absent from the corpus (removed since,
+or a catalog out of step with the logs) are counted in `unknown_documents`: they still inform the
+examination curve and the labels (both facts about the logs), but GNOLR and the reward need their
+text and the recommender must not recommend them, so those learn from the corpus documents only.
 """
 
 from __future__ import annotations
@@ -28,12 +36,12 @@ import polars as pl
 from clickloop.atomic import atomic_path, write_json
 from clickloop.beir import BeirDataset
 from clickloop.params import load_params, section
-from models.gnolr import GNOLRConfig
-from models.propensity import PropensityConfig, estimate_propensities
+from models.gnolr import GNOLRConfig, level_labels
+from models.propensity import QUERY, PropensityConfig, estimate_propensities
 from models.recommendation.artifact import train_recommender
 from models.recommendation.factorization import RecommenderConfig
-from models.relevance_labels import LabelConfig, relevance_labels, write_labels
-from models.reward import RewardConfig, train_feedback_models
+from models.relevance_labels import LABEL_COLUMNS, LabelConfig, relevance_labels, write_labels
+from models.reward import RewardConfig, split_by_day, split_by_query, train_feedback_models
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,16 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
     """Fit every feedback model on the ingested results; write the artifacts and return the metrics."""
     results = pl.read_parquet(config.results_file)
     docs = {doc.doc_id: doc.contents for doc in BeirDataset(Path(config.dataset_dir)).corpus()}
+    unknown = unknown_documents(results, docs)
+    if unknown["result_rows"]:
+        log.warning(
+            "%d logged results (%d distinct documents, e.g. %s) name documents absent from the corpus: they count "
+            "for the examination curve and the labels, not for GNOLR, the reward or the recommender",
+            unknown["result_rows"], unknown["distinct"], unknown["examples"],
+        )
+    if results.is_empty():
+        return _without_logs(config, unknown)
+    known = results.filter(pl.col("doc_id").is_in(list(docs)))
     curve = estimate_propensities(results, config.propensity)
     if curve.diagnostics.get("relevance_model") == "per_pair" and not curve.diagnostics["multi_position_pairs"]:
         log.warning(
@@ -72,8 +90,15 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
             ", ".join(f"{se:.2f}" for se in curve.diagnostics["log_theta_se"]),
         )
     labels = relevance_labels(results, curve, config.labels)
-    models = train_feedback_models(results, docs, config.gnolr, config.reward, list(curve.relative))
+    skipped = _reward_skip_reason(known, config)
+    models = None
+    if skipped:
+        log.warning("GNOLR and the P[love] reward are not trained: %s", skipped)
+    else:
+        models = train_feedback_models(known, docs, config.gnolr, config.reward, list(curve.relative))
     metrics: dict[str, Any] = {
+        "logs": _log_summary(results),
+        "unknown_documents": unknown,
         "propensity": {
             "estimator": curve.estimator,
             "theta": list(curve.relative),
@@ -81,16 +106,80 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
         },
         "labels": _label_summary(labels),
         # The models' configs are params.yaml's; DVC already tracks them there.
-        **{name: value for name, value in models.metrics.items() if name != "config"},
+        **({name: value for name, value in models.metrics.items() if name != "config"} if models
+           else {"gnolr": {"skipped": skipped}, "reward": {"skipped": skipped}}),
     }
     with atomic_path(config.out_dir) as staged:
         staged.mkdir()
         curve.to_json(staged / "propensities.json")
         write_labels(labels, staged / "labels.parquet")
-        models.save(staged)
-        metrics["recommender"] = _recommender(results, list(curve.relative), config.recommender, staged / "recommender")
+        if models:
+            models.save(staged)
+        metrics["recommender"] = _recommender(known, list(curve.relative), config.recommender, staged / "recommender")
     write_json(config.metrics_file, metrics)
     return metrics
+
+
+def unknown_documents(results: pl.DataFrame, docs: dict[str, str], examples: int = 5) -> dict[str, Any]:
+    """How many logged results name a document the corpus lacks: rows, clicked rows, distinct ids, a few."""
+    absent = results.filter(~pl.col("doc_id").is_in(list(docs)))
+    distinct = absent["doc_id"].unique().sort()
+    return {
+        "result_rows": absent.height,
+        "clicked_rows": int(absent["clicked"].sum()),
+        "distinct": distinct.len(),
+        "share_of_rows": round(absent.height / results.height, 6) if results.height else 0.0,
+        "examples": distinct.head(examples).to_list(),
+    }
+
+
+def empty_labels() -> pl.DataFrame:
+    """labels.parquet with no rows, in the schema `relevance_labels` writes (the sparse stage reads it)."""
+    dtypes = {QUERY: pl.String, "doc_id": pl.String, "n_impressions": pl.UInt32, "n_clicks": pl.Int64,
+              "n_loves": pl.Int64}
+    return pl.DataFrame(schema={name: dtypes.get(name, pl.Float64) for name in LABEL_COLUMNS})
+
+
+def _without_logs(config: FeedbackConfig, unknown: dict[str, Any]) -> dict[str, Any]:
+    """No logged results: an empty label table (a DVC output the sparse stage reads) and the reason."""
+    reason = f"no logged results in {config.results_file}"
+    log.warning("%s: no feedback model is trained (the sparse stage starts cold, evaluate reports judged "
+                "metrics only); drop UBI logs into feedback_logs/YYYY-MM-DD/ or turn simulate.enabled on", reason)
+    with atomic_path(config.out_dir) as staged:
+        staged.mkdir()
+        write_labels(empty_labels(), staged / "labels.parquet")
+    metrics = {"logs": {"result_rows": 0, "queries": 0, "days": 0}, "unknown_documents": unknown,
+               "skipped": reason, "labels": {"pairs": 0}}
+    write_json(config.metrics_file, metrics)
+    return metrics
+
+
+def _log_summary(results: pl.DataFrame) -> dict[str, int]:
+    return {"result_rows": results.height, "queries": results["query_id"].n_unique(),
+            "days": results["day"].n_unique()}
+
+
+def _reward_skip_reason(results: pl.DataFrame, config: FeedbackConfig) -> str | None:
+    """Why GNOLR and the reward cannot be trained on `results`, or None: they hold out the last days and a
+    calibration slice of the queries that needs results with and without the love level (the checks
+    `train_feedback_models` would fail on, as a reason: real logs may hold one day, or no loves yet)."""
+    reward = config.reward
+    if results.is_empty():
+        return "no logged result names a corpus document"
+    days = results["day"].n_unique()
+    if days <= reward.holdout_days:
+        return f"{days} day(s) of logs, and the last {reward.holdout_days} day(s) are held out for evaluation"
+    train, _ = split_by_day(results, reward.holdout_days)
+    fit_rows, calibration = split_by_query(train, reward.calibration_fraction, reward.seed)
+    if fit_rows.is_empty() or calibration.is_empty():
+        return "too few distinct queries to hold out a calibration slice"
+    if reward.love_level in config.gnolr.levels:  # else train_feedback_models names the misconfiguration
+        levels = level_labels(calibration["actions"].to_list(), config.gnolr.levels)
+        loved = int((levels[:, config.gnolr.levels.index(reward.love_level)] > 0).sum())
+        if not 0 < loved < calibration.height:
+            return (f"{loved} of the {calibration.height} results in the calibration slice reached "
+                    f"{reward.love_level!r}: the reward is calibrated on both outcomes")
+    return None
 
 
 def _label_summary(labels: pl.DataFrame) -> dict[str, Any]:

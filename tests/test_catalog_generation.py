@@ -109,7 +109,8 @@ def test_dataset_stage_copies_a_beir_folder(tmp_path: Path):
 
 @pytest.mark.parametrize("problem, message", [
     ("no_folder", "neither 'embedded' nor an existing folder"),
-    ("no_test_split", "no qrels for split 'test'"),
+    ("empty_test_split", "qrels/test.tsv holds no judgments"),
+    ("judged_without_queries", "queries.jsonl is missing"),
     ("unknown_query", "judges 1 queries missing"),
 ])
 def test_dataset_stage_rejects_a_bad_beir_folder_and_keeps_the_old_output(tmp_path: Path, problem: str, message: str):
@@ -117,8 +118,12 @@ def test_dataset_stage_rejects_a_bad_beir_folder_and_keeps_the_old_output(tmp_pa
     small_beir(tmp_path / "good")
     build_dataset(DatasetConfig(source=str(tmp_path / "good"), out_dir=str(out)), seed=1)
     source = tmp_path / "src"
-    if problem == "no_test_split":
-        small_beir(source, splits=("train",))
+    if problem == "empty_test_split":
+        small_beir(source)
+        (source / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    elif problem == "judged_without_queries":
+        small_beir(source)
+        (source / "queries.jsonl").unlink()
     elif problem == "unknown_query":
         small_beir(source)
         with open(source / "qrels" / "test.tsv", "a", encoding="utf-8") as f:

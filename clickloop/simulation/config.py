@@ -45,6 +45,9 @@ class TimingConfig:
 class SimulatorConfig:
     """params.yaml section `simulate`. See `clickloop.simulation` for the click models."""
 
+    # On for the embedded default and benchmarks; off in production, where the simulate stage writes
+    # empty folders and every stage learns from the real logs (feedback_logs/) alone.
+    enabled: bool = True
     days: int = 7
     start_date: str = "2025-01-06"
     sessions_per_day: int = 3000
@@ -85,6 +88,8 @@ class SimulatorConfig:
     truth_dir: str = "data/simulated_truth"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"simulate.enabled must be true or false, got {self.enabled!r}")
         # YAML reads an unquoted 2025-01-06 as a date.
         self.start_date = str(self.start_date)
         self.examination = tuple(float(v) for v in self.examination)
