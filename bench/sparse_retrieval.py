@@ -57,15 +57,22 @@ from indexing.bm25 import BM25BuildConfig
 from indexing.dense import DenseBuildConfig, document_text, load_encoder
 from indexing.searcher import Searcher
 from indexing.settings import SearchConfig
+from models.feedback_queries import (
+    CLICKS,
+    click_label_queries,
+    judged_queries,
+    pseudo_queries,
+    searcher_teachers,
+    with_teachers,
+)
 from models.propensity import PropensityConfig, estimate_propensities
 from models.relevance_labels import LabelConfig, relevance_labels
 from models.sparse.cache import load_states, save_states
-from models.sparse.data import CLICKS, click_label_queries, judged_queries, pseudo_queries, with_teachers
 from models.sparse.encoder import load_encoder as load_sparse_encoder
 from models.sparse.exact import exact_search
 from models.sparse.trainer import train_sparse_encoder
 from pipeline.index import build_indices
-from pipeline.sparse import Corpus, SparseConfig, fresh_encoder, read_corpus, searcher_teachers, train_and_index
+from pipeline.sparse import Corpus, SparseConfig, fresh_encoder, read_corpus, train_and_index
 
 DATASETS = REPO.parent / "shared" / "datasets"
 METRICS = ["nDCG@10", "R@100"]

@@ -5,6 +5,10 @@ family's `retriever.json` (kind, encoder and the content hash of its files, dime
 document count, normalisation, max_seq_length, build params). Queries are encoded with the encoder
 the manifest names, and loading fails unless its files still hash the same, so documents and
 queries always share one embedding space. The family serves one mode, dense.
+
+The same code serves the `dense_feedback` family (`dense_feedback/`, mode dense_feedback): the
+encoder the `dense_feedback` stage fine-tuned from the feedback, in the same folder layout; each
+index is built and loaded with its kind (`DenseIndex(folder, kind=FEEDBACK_KIND)`).
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from clickloop.env import PACKAGED_MODEL, model_path, torch_device
 from clickloop.fingerprint import content_sha256
 from indexing.docstore import iter_unique_documents
 from indexing.errors import CorruptIndexError, check_k, check_queries, check_query, reading, require
-from indexing.retriever import MANIFEST_FILE, Ranking, Retriever, read_manifest, write_manifest
+from indexing.retriever import MANIFEST_FILE, Ranking, Retriever, read_manifest, stage_of, write_manifest
 from indexing.settings import DenseSettings, SearchConfig
 
 log = logging.getLogger(__name__)
 
 KIND = "dense"
+FEEDBACK_KIND = "dense_feedback"  # the encoder fine-tuned from the feedback (pipeline/dense_feedback.py)
+AUTO = "auto"  # the index type that follows the corpus size
 INDEX_FILE = "index.faiss"
 DOC_IDS_FILE = "doc_ids.json"
 
@@ -41,7 +47,11 @@ class DenseBuildConfig:
     """Encoder and FAISS index settings (params.yaml: index.dense); search settings are query-time (`search.dense`)."""
 
     model: str = PACKAGED_MODEL  # the packaged all-MiniLM-L6-v2, or a sentence-transformers folder
-    index_type: str = "Flat"  # a faiss.index_factory string; the metric is always inner product
+    # A faiss.index_factory string (the metric is always inner product), or "auto": exact search
+    # ("Flat") below `exact_below` documents, the `approximate` index at or above it.
+    index_type: str = "Flat"
+    exact_below: int = 100_000  # auto: where exact search stops paying (a Flat query scans every vector)
+    approximate: str = "HNSW32"  # auto's index for large corpora: HNSW needs no training and adds incrementally
     batch_size: int = 64  # documents per encoder batch
     max_seq_length: int = 256
     normalize: bool = True
@@ -50,6 +60,16 @@ class DenseBuildConfig:
         if self.batch_size < 1 or self.max_seq_length < 1:
             raise ValueError(f"batch_size and max_seq_length must be positive, got {self.batch_size}, "
                              f"{self.max_seq_length}")
+        if self.exact_below < 0 or self.approximate == AUTO:
+            raise ValueError(f"auto needs exact_below >= 0 and an approximate index type other than {AUTO!r}, "
+                             f"got {self.exact_below}, {self.approximate!r}")
+
+
+def index_type_for(config: DenseBuildConfig, n_docs: int) -> str:
+    """The FAISS index_factory string `config` gives a corpus of `n_docs` documents (resolving "auto")."""
+    if config.index_type != AUTO:
+        return config.index_type
+    return "Flat" if n_docs < config.exact_below else config.approximate
 
 
 def load_encoder(model: str, max_seq_length: int) -> Any:
@@ -88,21 +108,31 @@ class DenseIndex:
     """A FAISS index of document embeddings plus the encoder for queries; safe to search from many threads."""
 
     @classmethod
-    def build(cls, dataset: BeirDataset, out_dir: Path, config: DenseBuildConfig) -> None:
-        """Encode the corpus of `dataset` and index it into `out_dir`, which appears only once complete."""
+    def build(cls, dataset: BeirDataset, out_dir: Path, config: DenseBuildConfig, kind: str = KIND,
+              embeddings: np.ndarray | None = None) -> None:
+        """Encode the corpus of `dataset` and index it into `out_dir`, which appears only once complete.
+
+        `kind`: the family the folder belongs to (its manifest's kind), `dense` or `dense_feedback`.
+        `embeddings`: the documents' vectors (corpus order) when they are known already, computed by an
+        encoder with the same weights and settings as `config`'s (see `stored_vectors`): no encode then."""
         docs = list(iter_unique_documents(dataset))
         if not docs:
             raise ValueError(f"{dataset.root}: the corpus is empty, there is nothing to index")
         encoder = load_encoder(config.model, config.max_seq_length)
         dim = encoder.get_embedding_dimension()
-        index = new_faiss_index(config.index_type, dim)  # fails on a bad index type before the long encode
-        embeddings = encode(encoder, [document_text(d) for d in docs], config.batch_size, config.normalize, True)
+        index_type = index_type_for(config, len(docs))
+        index = new_faiss_index(index_type, dim)  # fails on a bad index type before the long encode
+        if embeddings is None:
+            embeddings = encode(encoder, [document_text(d) for d in docs], config.batch_size, config.normalize, True)
+        elif embeddings.shape != (len(docs), dim):
+            raise ValueError(f"{embeddings.shape} embeddings given for {len(docs)} documents of dimension {dim}")
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if not index.is_trained:
             try:
                 index.train(embeddings)
             except RuntimeError as e:
                 raise ValueError(
-                    f"FAISS index {config.index_type!r} cannot be trained on {len(docs)} documents"
+                    f"FAISS index {index_type!r} cannot be trained on {len(docs)} documents"
                     f" (an IVF index needs more documents than lists): {e}"
                 ) from None
         index.add(embeddings)
@@ -110,7 +140,7 @@ class DenseIndex:
             "model": config.model,
             "model_sha256": content_sha256(model_path(config.model)),
             "dim": dim,
-            "index_type": config.index_type,
+            "index_type": index_type,  # what "auto" chose, when it was asked for
             "n_docs": len(docs),
             "normalize": config.normalize,
             "max_seq_length": config.max_seq_length,
@@ -119,16 +149,18 @@ class DenseIndex:
             staged.mkdir()
             faiss.write_index(index, str(staged / INDEX_FILE))
             (staged / DOC_IDS_FILE).write_text(json.dumps([d.doc_id for d in docs]))
-            write_manifest(staged, KIND, facts, asdict(config))
+            write_manifest(staged, kind, facts, asdict(config))
 
-    def __init__(self, path: Path, settings: DenseSettings | None = None) -> None:
-        self.path = require(Path(path), "dense FAISS index")
+    def __init__(self, path: Path, settings: DenseSettings | None = None, kind: str = KIND) -> None:
+        """Load a folder of family `kind` (`dense`, or `dense_feedback`: the same layout, another encoder)."""
+        stage = stage_of(kind)
+        self.path = require(Path(path), f"{kind} FAISS index", stage)
         self.settings = settings or DenseSettings()
-        self.manifest = read_manifest(self.path, KIND)
-        check_encoder(self.path, self.manifest)
-        with reading(self.path / DOC_IDS_FILE, "dense doc ids") as doc_ids_file:
+        self.manifest = read_manifest(self.path, kind)
+        check_encoder(self.path, self.manifest, stage)
+        with reading(self.path / DOC_IDS_FILE, f"{kind} doc ids", stage) as doc_ids_file:
             self.doc_ids: list[str] = json.loads(doc_ids_file.read_text(encoding="utf-8"))
-        cpu_index = read_faiss_index(self.path, len(self.doc_ids), self.manifest["dim"])
+        cpu_index = read_faiss_index(self.path, len(self.doc_ids), self.manifest["dim"], stage)
         if self.settings.search_params:
             faiss.ParameterSpace().set_index_parameters(cpu_index, self.settings.search_params)
         self._index = _on_gpu_if_possible(cpu_index)
@@ -136,7 +168,7 @@ class DenseIndex:
         # The one encoder check left where the manifest records no encoder hash (format version 0).
         if self._encoder.get_embedding_dimension() != cpu_index.d:
             raise CorruptIndexError(
-                self.path / MANIFEST_FILE, "dense index", detail=f"its vectors have dimension {cpu_index.d}, its "
+                self.path / MANIFEST_FILE, f"{kind} index", stage, f"its vectors have dimension {cpu_index.d}, its "
                 f"encoder {self.manifest['model']!r} now gives {self._encoder.get_embedding_dimension()}"
             )
         # Hugging Face fast tokenizers raise "Already borrowed" when used from two threads at once.
@@ -173,19 +205,37 @@ def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
     return {KIND: DenseIndex(folder, settings.dense)}
 
 
-def read_faiss_index(folder: Path, n_docs: int, dim: int) -> Any:
+def load_feedback(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
+    """The dense_feedback family's one mode: the fine-tuned encoder's index, searched with the
+    dense family's query-time settings (the same FAISS engine and knobs)."""
+    return {FEEDBACK_KIND: DenseIndex(folder, settings.dense, kind=FEEDBACK_KIND)}
+
+
+def read_faiss_index(folder: Path, n_docs: int, dim: int, stage: str = "index") -> Any:
     """The FAISS index of a dense folder, which must hold one vector of dimension `dim` per document."""
-    with reading(folder / INDEX_FILE, "FAISS index file") as index_file:
+    with reading(folder / INDEX_FILE, "FAISS index file", stage) as index_file:
         index = faiss.read_index(str(index_file))
     if (index.ntotal, index.d) != (n_docs, dim):
         raise CorruptIndexError(
-            folder / INDEX_FILE, "FAISS index file", detail=f"it holds {index.ntotal} vectors of dimension {index.d}; "
+            folder / INDEX_FILE, "FAISS index file", stage, f"it holds {index.ntotal} vectors of dimension {index.d}; "
             f"the folder has {n_docs} doc ids and its manifest says dimension {dim}"
         )
     return index
 
 
-def check_encoder(folder: Path, manifest: dict[str, Any]) -> None:
+def stored_vectors(folder: Path) -> np.ndarray | None:
+    """The document vectors of a dense folder (row order of its doc ids) when its FAISS index keeps them
+    exactly (Flat, or HNSW over flat storage); None for a compressed or unreadable one."""
+    try:
+        index = faiss.read_index(str(folder / INDEX_FILE))  # already of its own class (IndexFlatIP, ...)
+    except RuntimeError:
+        return None
+    if not isinstance(index, faiss.IndexFlat | faiss.IndexHNSWFlat):
+        return None
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def check_encoder(folder: Path, manifest: dict[str, Any], stage: str = "index") -> None:
     """The encoder `manifest` names must be the one that built the index: same files, byte for byte.
 
     Another encoder loads fine and answers in another embedding space: silently wrong hits when its
@@ -195,15 +245,15 @@ def check_encoder(folder: Path, manifest: dict[str, Any]) -> None:
     try:
         encoder_path = model_path(model)
     except FileNotFoundError as e:
-        raise CorruptIndexError(folder / MANIFEST_FILE, "dense index", detail=f"its encoder is gone: {e}") from None
+        raise CorruptIndexError(folder / MANIFEST_FILE, "dense index", stage, f"its encoder is gone: {e}") from None
     if "model_sha256" not in manifest:
         log.warning("%s: built before encoder hashes were recorded, so its encoder %r cannot be checked; rebuild it "
-                    "with `dvc repro index`", folder, model)
+                    "with `dvc repro %s`", folder, model, stage)
         return
     found = content_sha256(encoder_path)
     if found != manifest["model_sha256"]:
         raise CorruptIndexError(
-            folder / MANIFEST_FILE, "dense index", detail=f"built with encoder {model!r} whose files had sha256 "
+            folder / MANIFEST_FILE, "dense index", stage, f"built with encoder {model!r} whose files had sha256 "
             f"{manifest['model_sha256'][:12]}..., now {found[:12]}...: another encoder answers in another space"
         )
 

@@ -94,6 +94,7 @@ def family_of(mode: str) -> Family:
 register(Family("bm25", ("bm25", "bm25_rm3"), "indexing.bm25:load"))
 register(Family("dense", ("dense",), "indexing.dense:load"))
 register(Family("sparse", ("sparse",), "indexing.sparse:load", stage="sparse"))
+register(Family("dense_feedback", ("dense_feedback",), "indexing.dense:load_feedback", stage="dense_feedback"))
 
 
 def write_manifest(folder: Path, kind: str, facts: Mapping[str, Any], params: Mapping[str, Any]) -> None:

@@ -21,28 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 from sentence_transformers import SparseEncoder
 
 from clickloop.atomic import atomic_path, write_json
-from clickloop.beir import BeirDataset, Document, Qrels
+from clickloop.beir import BeirDataset, Document
 from clickloop.env import PACKAGED_MODEL
 from clickloop.params import load_params, section
 from indexing.dense import document_text
 from indexing.searcher import Searcher
 from indexing.sparse import build_sparse_index
-from models.sparse.cache import DocumentStates, document_states, encode_documents
-from models.sparse.data import (
+from models.feedback_queries import (
     CLICKS,
-    BatchSearch,
+    SIGNALS,
     LabelledQuery,
     TrainingQuery,
-    click_label_queries,
-    judged_queries,
-    pseudo_queries,
+    searcher_teachers,
+    signal_queries,
     with_teachers,
 )
+from models.sparse.cache import DocumentStates, document_states, encode_documents
 from models.sparse.encoder import (
     calibrate_document_bias,
     document_module,
@@ -54,8 +52,6 @@ from models.sparse.idf import corpus_idf
 from models.sparse.trainer import SparseTrainingConfig, TrainingResult, train_sparse_encoder
 
 log = logging.getLogger(__name__)
-
-SIGNALS = ("auto", "clicks", "cold_start", "judgments")
 
 
 @dataclass
@@ -130,30 +126,8 @@ def fresh_encoder(corpus: Corpus, config: SparseConfig) -> SparseEncoder:
 
 def labelled_queries(config: SparseConfig, dataset: BeirDataset, corpus: Corpus) -> tuple[str, list[LabelledQuery]]:
     """The signal actually used and its queries."""
-    signal = config.signal
-    labels = Path(config.labels_file)
-    if signal == "auto":
-        signal = "clicks" if labels.is_file() and pl.scan_parquet(labels).select(pl.len()).collect().item() else (
-            "cold_start")
-    if signal == "clicks":
-        return signal, click_label_queries(pl.read_parquet(labels))
-    if signal == "judgments":
-        qrels: Qrels = dataset.qrels(config.train_split)
-        return signal, judged_queries(dataset.queries(config.train_split), qrels)
-    return signal, pseudo_queries(corpus.docs, config.pseudo_queries, config.training.seed)
-
-
-def searcher_teachers(searcher: Searcher, modes: Sequence[str]) -> dict[str, BatchSearch]:
-    """Each mode of `searcher` as a teacher: (query id -> text, k) -> (doc id, score) rankings."""
-
-    def teacher(mode: str) -> BatchSearch:
-        def search(queries: Any, k: int) -> dict[str, list[tuple[str, float]]]:
-            hits = searcher.batch_search(dict(queries), k=k, mode=mode)
-            return {qid: [(h.doc_id, h.score) for h in ranked] for qid, ranked in hits.items()}
-
-        return search
-
-    return {mode: teacher(mode) for mode in modes}
+    return signal_queries(config.signal, config.labels_file, dataset, config.train_split, corpus.docs,
+                          config.pseudo_queries, config.training.seed)
 
 
 def sparsity(vectors: sp.csr_matrix) -> dict[str, float]:

@@ -26,6 +26,8 @@ TINY = {
     "feedback": {"gnolr": {"max_epochs": 1}, "recommender": {"epochs": 2}},
     "index": {"dense": {"batch_size": 32}},
     "sparse": {"max_seq_length": 64, "training": {"max_epochs": 1, "batch_queries": 8, "vocab_sample": 256}},
+    "dense_feedback": {"training": {"max_epochs": 1, "batch_queries": 8, "distractors": 100,
+                                    "train_max_seq_length": 32}},
 }
 
 
@@ -69,11 +71,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_runs_every_stage_and_writes_metrics(project: Path) -> None:
     assert _stages_to_run(project) == set()
     evaluate = json.loads((project / "metrics" / "evaluate.json").read_text())
-    for mode in ("bm25", "bm25_rm3", "dense", "sparse"):
+    for mode in ("bm25", "bm25_rm3", "dense", "sparse", "dense_feedback"):
         assert 0 < evaluate[mode]["nDCG@10"] <= 1
         assert evaluate[mode]["ips_clicks@10_coverage"] > 0
     sparse = json.loads((project / "metrics" / "sparse.json").read_text())
     assert sparse["signal"] == "clicks" and sparse["queries"] > 0
+    dense_feedback = json.loads((project / "metrics" / "dense_feedback.json").read_text())
+    assert dense_feedback["signal"] == "clicks" and dense_feedback["queries"] > 0
     assert evaluate["logging"]["clicks@10"] > 0
     ingest = json.loads((project / "metrics" / "ingest.json").read_text())
     totals = ingest["totals"]
@@ -93,7 +97,7 @@ def test_artifacts_serve_search_and_recommendations(project: Path) -> None:
 
     searcher = Searcher(project / "data" / "indices")
     query = json.loads((project / "data" / "dataset" / "queries.jsonl").read_text().splitlines()[0])["text"]
-    for mode in ("bm25", "bm25_rm3", "dense", "sparse"):
+    for mode in ("bm25", "bm25_rm3", "dense", "sparse", "dense_feedback"):
         hits = searcher.search(query, k=5, mode=mode)
         assert [h.rank for h in hits] == [1, 2, 3, 4, 5] and all(h.doc_id and h.title for h in hits)
     recommender = Recommender(project / "data" / "feedback" / "recommender")
@@ -128,6 +132,6 @@ def test_new_logs_rerun_only_what_reads_them_and_redelivered_logs_change_nothing
     for source in first_day.iterdir():
         text = gzip.decompress(source.read_bytes()).decode().replace(first_day.name, new_day.name)
         (new_day / source.name).write_bytes(gzip.compress(text.encode()))
-    assert _ran_stages(project) == {"ingest", "feedback", "sparse", "evaluate"}
+    assert _ran_stages(project) == {"ingest", "feedback", "sparse", "dense_feedback", "evaluate"}
     queries = pl.read_parquet(project / "data" / "ingested" / "queries.parquet")
     assert queries.filter(pl.col("query_id").str.starts_with(new_day.name)).height > 0

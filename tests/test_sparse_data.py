@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from clickloop.beir import Document
-from models.sparse.data import CLICKS, LabelledQuery, click_label_queries, pseudo_queries, with_teachers
+from models.feedback_queries import CLICKS, LabelledQuery, click_label_queries, pseudo_queries, with_teachers
 
 
 def test_click_labels_keep_only_what_the_posterior_is_sure_of() -> None:

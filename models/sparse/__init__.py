@@ -1,2 +1,2 @@
 """The inference-free learned sparse encoder: model (encoder), corpus IDF, the frozen backbone's
-states (cache), training queries (data) and its trainer."""
+states (cache), and its trainer (its training queries: models.feedback_queries)."""

@@ -30,8 +30,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from sentence_transformers import SparseEncoder
 from torch import Tensor
 
+from models.feedback_queries import TrainingQuery, ndcg_at_10, split_queries
 from models.sparse.cache import DocumentStates
-from models.sparse.data import TrainingQuery
 from models.sparse.encoder import (
     backbone,
     document_logits,
@@ -178,15 +178,6 @@ class SparseEncoderModule(L.LightningModule):
         return torch.optim.AdamW(groups)
 
 
-def ndcg_at_10(gains_in_rank_order: np.ndarray, ideal: Sequence[float]) -> float:
-    """nDCG@10 of a ranking's gains, against the ideal ordering of all the query's `ideal` gains."""
-    discounts = 1.0 / np.log2(np.arange(2, 12))
-    best = np.sort(np.asarray(ideal, dtype=float))[::-1][:10]
-    ideal_dcg = float((best * discounts[: len(best)]).sum())
-    gains = np.asarray(gains_in_rank_order, dtype=float)[:10]
-    return float((gains * discounts[: len(gains)]).sum()) / ideal_dcg if ideal_dcg > 0 else 0.0
-
-
 class TrainingBatches:
     """Seeded batches of queries, each with one positive and hard negatives from its candidates."""
 
@@ -283,17 +274,6 @@ def _query_vocabulary(token_lists: Sequence[list[int]]) -> tuple[Tensor, Tensor]
     for i, tokens in enumerate(token_lists):
         presence[i, [column[t] for t in tokens]] = 1.0
     return torch.tensor(vocab if vocab else [0], dtype=torch.long), presence
-
-
-def split_queries(queries: Sequence[TrainingQuery], share: float, seed: int) -> tuple[list, list]:
-    """A seeded train / validation split of the training queries (queries with a positive only
-    validate: a list with nothing to find says nothing about the ranking)."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(queries))
-    judged = [i for i in order if len(queries[i].positives)]
-    n_val = max(1, round(share * len(judged)))
-    val = set(judged[:n_val])
-    return [queries[i] for i in order if i not in val], [queries[i] for i in sorted(val)]
 
 
 def train_sparse_encoder(

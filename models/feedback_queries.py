@@ -1,11 +1,13 @@
-"""Training queries for the sparse encoder, from what the pipeline already has.
+"""Training queries for the retrievers learned from the feedback (the sparse encoder, the dense
+encoder), from what the pipeline already has.
 
 A signal gives labelled queries: the feedback stage's debiased click labels, judgments (the upper
 reference), or pseudo-queries drawn from the corpus when there are no logs yet (cold start). The
 teachers (retrievers the Searcher serves, e.g. BM25 and dense) then give each query its candidate
 list, the hard negatives beyond what was shown, and the ensemble target the student distils:
 each teacher's scores min-max normalised over the candidates, averaged over the teachers that
-scored a candidate (the click labels score only the shown documents).
+scored a candidate (the click labels score only the shown documents). Each learner validates on a
+seeded split of these training queries (`split_queries`), never on test judgments, by nDCG@10.
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from clickloop.beir import Document, Qrels
+from clickloop.beir import BeirDataset, Document, Qrels
+
+if TYPE_CHECKING:  # only for the annotation: this module must not load the indices' engines
+    from indexing.searcher import Searcher
 
 Ranking = list[tuple[str, float]]
 BatchSearch = Callable[[Mapping[str, str], int], dict[str, Ranking]]
 CLICKS = "clicks"  # the teacher name of the click labels
+# auto: clicks when the feedback stage gave labels, else cold_start; judgments: the qrels of the train split
+SIGNALS = ("auto", "clicks", "cold_start", "judgments")
 
 
 @dataclass
@@ -103,6 +112,45 @@ def pseudo_queries(docs: Sequence[Document], n: int, seed: int, max_words: int =
     return queries
 
 
+def signal_queries(
+    signal: str,
+    labels_file: str | Path,
+    dataset: BeirDataset,
+    train_split: str,
+    docs: Sequence[Document],
+    n_pseudo: int,
+    seed: int,
+) -> tuple[str, list[LabelledQuery]]:
+    """The signal actually used (`auto` resolved) and its labelled queries: the click labels of
+    `labels_file`, the judgments of `train_split`, or `n_pseudo` pseudo-queries drawn from `docs`."""
+    if signal not in SIGNALS:
+        raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
+    labels = Path(labels_file)
+    if signal == "auto":
+        # An empty labels table is what the feedback stage writes before any log: a cold start.
+        has_labels = labels.is_file() and pl.scan_parquet(labels).select(pl.len()).collect().item() > 0
+        signal = "clicks" if has_labels else "cold_start"
+    if signal == "clicks":
+        return signal, click_label_queries(pl.read_parquet(labels))
+    if signal == "judgments":
+        qrels: Qrels = dataset.qrels(train_split)
+        return signal, judged_queries(dataset.queries(train_split), qrels)
+    return signal, pseudo_queries(docs, n_pseudo, seed)
+
+
+def searcher_teachers(searcher: Searcher, modes: Sequence[str]) -> dict[str, BatchSearch]:
+    """Each mode of `searcher` as a teacher: (query id -> text, k) -> (doc id, score) rankings."""
+
+    def teacher(mode: str) -> BatchSearch:
+        def search(queries: Any, k: int) -> dict[str, list[tuple[str, float]]]:
+            hits = searcher.batch_search(dict(queries), k=k, mode=mode)
+            return {qid: [(h.doc_id, h.score) for h in ranked] for qid, ranked in hits.items()}
+
+        return search
+
+    return {mode: teacher(mode) for mode in modes}
+
+
 def with_teachers(
     labelled: Sequence[LabelledQuery],
     doc_rows: Mapping[str, int],
@@ -153,3 +201,23 @@ def _normalised(scores: Mapping[str, float], candidates: Sequence[str], missing:
     if missing == "floor":
         values = np.where(np.isnan(values), low, values)
     return (values - low) / (high - low) if high > low else np.where(np.isnan(values), math.nan, 1.0)
+
+
+def split_queries(queries: Sequence[TrainingQuery], share: float, seed: int) -> tuple[list, list]:
+    """A seeded train / validation split of the training queries (queries with a positive only
+    validate: a list with nothing to find says nothing about the ranking)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(queries))
+    judged = [i for i in order if len(queries[i].positives)]
+    n_val = max(1, round(share * len(judged)))
+    val = set(judged[:n_val])
+    return [queries[i] for i in order if i not in val], [queries[i] for i in sorted(val)]
+
+
+def ndcg_at_10(gains_in_rank_order: np.ndarray, ideal: Sequence[float]) -> float:
+    """nDCG@10 of a ranking's gains, against the ideal ordering of all the query's `ideal` gains."""
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    best = np.sort(np.asarray(ideal, dtype=float))[::-1][:10]
+    ideal_dcg = float((best * discounts[: len(best)]).sum())
+    gains = np.asarray(gains_in_rank_order, dtype=float)[:10]
+    return float((gains * discounts[: len(gains)]).sum()) / ideal_dcg if ideal_dcg > 0 else 0.0
