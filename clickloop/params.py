@@ -56,6 +56,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if origin is tuple and isinstance(value, list):
         return tuple(value)
+    if origin is dict and isinstance(value, dict):
+        value_hint = typing.get_args(hint)[1]
+        return {key: _coerce(value_hint, item, f"{where}.{key}") for key, item in value.items()}
     if hint is float and isinstance(value, int):
         return float(value)
     return value

@@ -13,8 +13,10 @@ index is built and loaded with its kind (`DenseIndex(folder, kind=FEEDBACK_KIND)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -138,6 +140,7 @@ class DenseIndex:
         index.add(embeddings)
         facts = {
             "model": config.model,
+            **_encoder_location(config.model, Path(out_dir)),
             "model_sha256": content_sha256(model_path(config.model)),
             "dim": dim,
             "index_type": index_type,  # what "auto" chose, when it was asked for
@@ -163,8 +166,11 @@ class DenseIndex:
         cpu_index = read_faiss_index(self.path, len(self.doc_ids), self.manifest["dim"], stage)
         if self.settings.search_params:
             faiss.ParameterSpace().set_index_parameters(cpu_index, self.settings.search_params)
+        _allow_reconstruct(cpu_index)
+        self._cpu_index = cpu_index  # PRF reads document vectors back from it
+        self._rows = {doc_id: row for row, doc_id in enumerate(self.doc_ids)}
         self._index = _on_gpu_if_possible(cpu_index)
-        self._encoder = load_encoder(self.manifest["model"], self.manifest["max_seq_length"])
+        self._encoder = load_encoder(encoder_of(self.path, self.manifest), self.manifest["max_seq_length"])
         # The one encoder check left where the manifest records no encoder hash (format version 0).
         if self._encoder.get_embedding_dimension() != cpu_index.d:
             raise CorruptIndexError(
@@ -188,11 +194,36 @@ class DenseIndex:
             return {}
         return dict(zip(queries, self._search_texts(list(queries.values()), k), strict=True))
 
+    def feedback_search(
+        self, queries: Mapping[str, str], feedback: Mapping[str, Sequence[str]], k: int
+    ) -> dict[str, Ranking]:
+        """Vector PRF (Rocchio): each query vector becomes alpha q + beta times the mean vector of its first
+        `settings.prf.depth` feedback documents (ids this index does not hold are skipped), then searched."""
+        check_queries(queries)
+        check_k(k)
+        if not queries:
+            return {}
+        prf = self.settings.prf
+        with self._lock:
+            vectors = self._encode(list(queries.values())) * prf.alpha
+        for i, qid in enumerate(queries):
+            rows = [self._rows[d] for d in feedback.get(qid, ())[: prf.depth] if d in self._rows]
+            if rows:
+                vectors[i] += prf.beta * self._cpu_index.reconstruct_batch(np.asarray(rows, dtype=np.int64)).mean(0)
+        return dict(zip(queries, self._search_vectors(vectors, k), strict=True))
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return encode(self._encoder, texts, self.settings.batch_size, self.manifest["normalize"], False)
+
     def _search_texts(self, texts: list[str], k: int) -> list[Ranking]:
+        with self._lock:
+            vectors = self._encode(texts)
+        return self._search_vectors(vectors, k)
+
+    def _search_vectors(self, vectors: np.ndarray, k: int) -> list[Ranking]:
         depth = min(k, self.num_docs)
         with self._lock:
-            vectors = encode(self._encoder, texts, self.settings.batch_size, self.manifest["normalize"], False)
-            scores, rows = self._index.search(vectors, depth)
+            scores, rows = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), depth)
         # Approximate indices (HNSW, IVF) mark missing neighbours with row -1.
         return [
             [(self.doc_ids[row], float(score)) for score, row in zip(q_scores, q_rows, strict=True) if row >= 0]
@@ -235,6 +266,21 @@ def stored_vectors(folder: Path) -> np.ndarray | None:
     return index.reconstruct_n(0, index.ntotal)
 
 
+def _encoder_location(model: str, out_dir: Path) -> dict[str, str]:
+    """Where a local encoder folder lies seen from the index folder (`model_path` in the manifest), so that
+    the index loads from any working directory (a stage's `data/dense/model` is relative to the project)."""
+    if model == PACKAGED_MODEL:
+        return {}
+    return {"model_path": os.path.relpath(Path(model).resolve(), out_dir.resolve())}
+
+
+def encoder_of(folder: Path, manifest: dict[str, Any]) -> str:
+    """The encoder to load for the index in `folder`: the packaged model, or the folder its manifest locates."""
+    if "model_path" in manifest:
+        return str((folder / manifest["model_path"]).resolve())
+    return manifest["model"]  # manifests before model_path: the packaged model or a path as it was given
+
+
 def check_encoder(folder: Path, manifest: dict[str, Any], stage: str = "index") -> None:
     """The encoder `manifest` names must be the one that built the index: same files, byte for byte.
 
@@ -243,7 +289,7 @@ def check_encoder(folder: Path, manifest: dict[str, Any], stage: str = "index") 
     """
     model = manifest["model"]
     try:
-        encoder_path = model_path(model)
+        encoder_path = model_path(encoder_of(folder, manifest))
     except FileNotFoundError as e:
         raise CorruptIndexError(folder / MANIFEST_FILE, "dense index", stage, f"its encoder is gone: {e}") from None
     if "model_sha256" not in manifest:
@@ -256,6 +302,12 @@ def check_encoder(folder: Path, manifest: dict[str, Any], stage: str = "index") 
             folder / MANIFEST_FILE, "dense index", stage, f"built with encoder {model!r} whose files had sha256 "
             f"{manifest['model_sha256'][:12]}..., now {found[:12]}...: another encoder answers in another space"
         )
+
+
+def _allow_reconstruct(index: Any) -> None:
+    """Let an IVF index give stored vectors back by row (flat and HNSW indices always can), for PRF."""
+    with contextlib.suppress(RuntimeError):  # not an IVF index
+        faiss.extract_index_ivf(index).make_direct_map()
 
 
 def _on_gpu_if_possible(index: Any) -> Any:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from indexing.errors import CorruptIndexError, SearchInputError, reading
 from indexing.settings import SearchConfig
@@ -42,6 +42,19 @@ class Retriever(Protocol):
     def batch_search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]: ...
 
 
+@runtime_checkable
+class FeedbackRetriever(Retriever, Protocol):
+    """A retriever whose pseudo-relevance feedback reads documents the caller names (its own top
+    documents, or a fused ranking's), so that PRF can follow fusion."""
+
+    def feedback_search(
+        self, queries: Mapping[str, str], feedback: Mapping[str, Sequence[str]], k: int
+    ) -> dict[str, Ranking]:
+        """`batch_search` with each query expanded from its `feedback` documents (best first; the
+        retriever's PRF settings say how many it reads)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Family:
     """A kind of index, the modes it serves and where its loader lives.
@@ -55,6 +68,8 @@ class Family:
     modes: tuple[str, ...]
     loader: str
     stage: str = "index"  # the DVC stage that builds the folder, named when it is missing
+    # (mode, its PRF mode) for a PRF that reads only its own top documents, like pyserini's RM3
+    own_feedback_prf: tuple[tuple[str, str], ...] = ()
 
     def load(self, folder: Path, settings: SearchConfig) -> dict[str, Retriever]:
         read_manifest(folder, self.kind)  # a folder of another kind or format fails here, before its loader runs
@@ -91,7 +106,7 @@ def family_of(mode: str) -> Family:
 
 
 # The registry: one line per family. Its kind names its folder and the "kind" of its manifest.
-register(Family("bm25", ("bm25", "bm25_rm3"), "indexing.bm25:load"))
+register(Family("bm25", ("bm25", "bm25_rm3"), "indexing.bm25:load", own_feedback_prf=(("bm25", "bm25_rm3"),)))
 register(Family("dense", ("dense",), "indexing.dense:load"))
 register(Family("sparse", ("sparse",), "indexing.sparse:load", stage="sparse"))
 register(Family("dense_feedback", ("dense_feedback",), "indexing.dense:load_feedback", stage="dense_feedback"))

@@ -40,13 +40,42 @@ class RM3Settings:
 
 
 @dataclass
+class RocchioSettings:
+    """Rocchio pseudo-relevance feedback: the query vector becomes alpha q + beta times the mean vector of
+    the top `depth` feedback documents (pyserini's dense reproduction: depth 5, alpha 0.4, beta 0.6)."""
+
+    depth: int = 5
+    alpha: float = 0.4
+    beta: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError(f"PRF depth must be at least 1, got {self.depth}")
+        if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta == 0:
+            raise ValueError(f"PRF needs alpha, beta >= 0, not both 0; got alpha={self.alpha}, beta={self.beta}")
+
+
+@dataclass
+class SparseRocchioSettings(RocchioSettings):
+    """Rocchio over term weights: the query keeps its own terms and gains the feedback documents' heaviest ones."""
+
+    expansion_terms: int = 20  # each expansion term is one more clause of the Lucene query
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.expansion_terms < 0:
+            raise ValueError(f"expansion_terms must be >= 0, got {self.expansion_terms}")
+
+
+@dataclass
 class DenseSettings:
-    """FAISS search parameters and query encoding."""
+    """FAISS search parameters, query encoding and vector PRF."""
 
     # faiss.ParameterSpace settings applied when the index is loaded, e.g. "nprobe=16" for IVF
     # or "efSearch=128" for HNSW; empty keeps FAISS's defaults.
     search_params: str = ""
     batch_size: int = 64  # queries per encoder batch in batch_search
+    prf: RocchioSettings = field(default_factory=RocchioSettings)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -55,21 +84,65 @@ class DenseSettings:
 
 @dataclass
 class SparseSettings:
-    """Query weighting of the inference-free sparse retriever."""
+    """Query weighting and term-vector PRF of the inference-free sparse retriever."""
 
     # Lucene impact queries take integer weights: a query token's weight times this, rounded.
     query_scale: float = 100.0
+    prf: SparseRocchioSettings = field(default_factory=SparseRocchioSettings)
 
     def __post_init__(self) -> None:
         if self.query_scale <= 0:
             raise ValueError(f"query_scale must be positive, got {self.query_scale}")
 
 
+FUSION_POINTS = ("before", "after", "both")
+FUSION_METHODS = ("interpolate", "rrf")
+
+
+@dataclass
+class PipelineSpec:
+    """A search pipeline: first-stage modes, which of them run PRF, and how their rankings fuse.
+
+    `fusion` places the fusion relative to PRF (Li et al., SIGIR 2022): `after`, each PRF reads its
+    own retriever's top documents and the final rankings fuse; `before`, the first stages fuse and
+    the fused top documents feed every PRF, whose rankings alone fuse into the result; `both`, the
+    fused top documents feed the PRF and every mode's final ranking (PRF or not) fuses.
+    """
+
+    modes: list[str]
+    weights: list[float] = field(default_factory=list)  # per mode, normalised to sum 1; empty: equal
+    prf: list[str] = field(default_factory=list)  # the modes whose PRF runs
+    fusion: str = "after"
+    method: str = "interpolate"  # interpolate: weighted sum of per-query min-max scores; rrf: reciprocal ranks
+    depth: int = 100  # documents each ranking contributes to the fusion (at least k)
+    rrf_k: int = 60
+
+    def __post_init__(self) -> None:
+        if not self.modes or len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"a pipeline needs distinct modes, got {self.modes}")
+        if self.weights and (len(self.weights) != len(self.modes) or min(self.weights) < 0 or sum(self.weights) <= 0):
+            raise ValueError(f"weights must be one non-negative number per mode {self.modes}, got {self.weights}")
+        if not set(self.prf) <= set(self.modes):
+            raise ValueError(f"prf modes {self.prf} must be among the pipeline's modes {self.modes}")
+        if self.fusion not in FUSION_POINTS or self.method not in FUSION_METHODS:
+            raise ValueError(f"fusion must be one of {FUSION_POINTS} and method one of {FUSION_METHODS}, got "
+                             f"{self.fusion!r}, {self.method!r}")
+        if self.depth < 1 or self.rrf_k < 0:
+            raise ValueError(f"depth must be >= 1 and rrf_k >= 0, got {self.depth}, {self.rrf_k}")
+
+    def mode_weights(self) -> dict[str, float]:
+        """Each mode's fusion weight, summing to 1."""
+        weights = self.weights or [1.0] * len(self.modes)
+        return {mode: w / sum(weights) for mode, w in zip(self.modes, weights, strict=True)}
+
+
 @dataclass
 class SearchConfig:
-    """params.yaml section `search`: one field per retriever family (or per part of one, like rm3)."""
+    """params.yaml section `search`: one field per retriever family (or per part of one, like rm3), and
+    the named pipelines, which the Searcher serves as modes of their own."""
 
     bm25: BM25Settings = field(default_factory=BM25Settings)
     rm3: RM3Settings = field(default_factory=RM3Settings)
     dense: DenseSettings = field(default_factory=DenseSettings)
     sparse: SparseSettings = field(default_factory=SparseSettings)
+    pipelines: dict[str, PipelineSpec] = field(default_factory=dict)

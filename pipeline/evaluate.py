@@ -102,7 +102,10 @@ def _estimate_row(key: str, estimate: CounterfactualEstimate) -> dict[str, float
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = section("evaluate", EvaluateConfig)
-    searcher = Searcher(config.index_root, modes=config.retrievers, settings=section("search", SearchConfig))
+    settings = section("search", SearchConfig)
+    # Every configured pipeline is scored beside the listed retrievers.
+    config.retrievers = list(dict.fromkeys([*config.retrievers, *settings.pipelines]))
+    searcher = Searcher(config.index_root, modes=config.retrievers, settings=settings)
     judged = judged_report(config, searcher)
     counterfactual = counterfactual_report(config, searcher)
     rows: dict[str, dict[str, float]] = {}

@@ -5,6 +5,7 @@ the encoder's hash and its metrics, and the Searcher serves mode `dense_feedback
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,3 +115,16 @@ def test_a_kept_base_encoder_reuses_the_index_stages_vectors(config: DenseFeedba
     assert base_index_vectors(replace(config, index=replace(config.index, max_seq_length=128)), doc_ids) is None
     assert base_index_vectors(config, doc_ids[::-1]) is None
     assert metrics["reused_base_vectors"] == metrics["kept_base"]
+
+
+def test_the_index_finds_its_encoder_from_any_working_directory_and_after_a_move(
+    config: DenseFeedbackConfig, metrics: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = read_manifest(Path(config.out_dir), "dense_feedback")
+    assert manifest["model_path"] == "../../dense/model"  # seen from the index folder, not from the stage's cwd
+    moved = tmp_path / "moved"
+    shutil.copytree(Path(config.index_root).parent, moved)
+    monkeypatch.chdir(tmp_path)
+    hits = Searcher(moved / "indices", modes=["dense_feedback"]).search("warm coffee", k=3, mode="dense_feedback")
+    assert [h.doc_id for h in hits] == [h.doc_id for h in Searcher(config.index_root, modes=["dense_feedback"]).search(
+        "warm coffee", k=3, mode="dense_feedback")]
