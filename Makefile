@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup repro test lint bench-scifact clean
+.PHONY: setup repro test lint nightly bench-scifact clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# One night of the production loop (README, Nightly): make nightly DAY=/exports/ubi/2025-01-14
+nightly: setup
+	@test -n "$(DAY)" || { echo "usage: make nightly DAY=path/to/YYYY-MM-DD"; exit 2; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m nightly run --day "$(DAY)"
 
 clean:
 	rm -rf data metrics plots
