@@ -93,6 +93,8 @@ def local_encoders(index_root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
             continue
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         model = manifest.get("model")
+        if isinstance(manifest.get("model_path"), str):  # located from the index folder (indexing.dense.encoder_of)
+            model = str((manifest_file.parent / manifest["model_path"]).resolve())
         if isinstance(model, str) and model != PACKAGED_MODEL and Path(model).is_dir():
             found[manifest_file.parent.name] = (Path(model), manifest)
     return found
@@ -209,8 +211,10 @@ class VersionStore:
 
     def _copy(self, challenger: Challenger, staged: Path, final: Path) -> dict[str, Any]:
         """Copy the components into `staged`; encoders named by index manifests are copied into models/
-        and the manifests rewritten to name the copy where it will lie (`final`), so the version never
-        reads the workspace's encoder, which the next night retrains. The hashes stay the same."""
+        and the manifests rewritten to name the copy, so the version never reads the workspace's encoder,
+        which the next night retrains. The hashes stay the same. A manifest that locates its encoder from
+        its folder (`model_path`) gets the copy's path relative to the folder (the version can move); an
+        older one, the copy's absolute path where it will lie (`final`)."""
         for name, source in challenger.components().items():
             target = staged / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -225,10 +229,13 @@ class VersionStore:
         encoders: dict[str, Any] = {}
         for kind, (model, manifest) in local_encoders(challenger.index_root).items():
             shutil.copytree(model, staged / MODELS_DIR / kind, symlinks=False)
-            served = (final / MODELS_DIR / kind).resolve()
             encoders[kind] = {"model": manifest["model"], "served_from": f"{MODELS_DIR}/{kind}",
                               "model_sha256": manifest.get("model_sha256")}
-            manifest = {**manifest, "model": str(served), "model_origin": manifest["model"]}
+            if "model_path" in manifest:
+                manifest = {**manifest, "model_path": f"../../{MODELS_DIR}/{kind}", "model_origin": str(model)}
+            else:
+                served = (final / MODELS_DIR / kind).resolve()
+                manifest = {**manifest, "model": str(served), "model_origin": manifest["model"]}
             (staged / INDICES_DIR / kind / RETRIEVER_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         for folder in sorted((staged / INDICES_DIR).glob(f"*/{RETRIEVER_MANIFEST}")):
             kind = folder.parent.name
