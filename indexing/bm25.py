@@ -80,7 +80,8 @@ class BM25Index:
         from pyserini.search.lucene import LuceneSearcher
 
         with reading(self.path, "BM25 Lucene index"):
-            self._searcher = LuceneSearcher(str(self.path))
+            # Absolute: the JVM resolves a relative path against the directory the process started in.
+            self._searcher = LuceneSearcher(str(self.path.resolve()))
         self._searcher.set_bm25(self.settings.k1, self.settings.b)
         if rm3:
             self._searcher.set_rm3(rm3.fb_terms, rm3.fb_docs, rm3.original_query_weight)
@@ -92,7 +93,7 @@ class BM25Index:
         check_query(query)
         depth = min(check_k(k), self.num_docs)
         with self._lock, lucene_errors(self.path, "BM25 Lucene index"):
-            hits = self._searcher.search(query, depth)
+            hits = self._searcher.search(str(query), depth)
         return [(hit.docid, hit.score) for hit in hits]
 
     def batch_search(self, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
@@ -102,11 +103,14 @@ class BM25Index:
         if not queries:
             return {}
         query_ids = list(queries)
+        # Plain str for the JVM bridge, which refuses str subclasses such as numpy.str_.
+        java_ids = [str(qid) for qid in query_ids]
         with self._lock, lucene_errors(self.path, "BM25 Lucene index"):
             results = self._searcher.batch_search(
-                [queries[qid] for qid in query_ids], query_ids, depth, self.settings.threads
+                [str(queries[qid]) for qid in query_ids], java_ids, depth, self.settings.threads
             )
-        return {qid: [(hit.docid, hit.score) for hit in results.get(qid, [])] for qid in query_ids}
+        return {qid: [(hit.docid, hit.score) for hit in results.get(java_id, [])]
+                for qid, java_id in zip(query_ids, java_ids, strict=True)}
 
 
 def load(folder: Path, settings: SearchConfig) -> dict[str, Retriever]:

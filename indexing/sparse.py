@@ -123,7 +123,8 @@ class SparseIndex:
         from pyserini.search.lucene import LuceneImpactSearcher
 
         with reading(self.path / LUCENE_DIR, "sparse Lucene index", STAGE) as lucene_dir:
-            self._searcher = LuceneImpactSearcher(str(lucene_dir), None)
+            # Absolute: the JVM resolves a relative path against the directory the process started in.
+            self._searcher = LuceneImpactSearcher(str(lucene_dir.resolve()), None)
         # One lock: HF fast tokenizers and the Java searcher object are not shared across threads.
         self._lock = threading.Lock()
 

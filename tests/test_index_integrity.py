@@ -84,8 +84,8 @@ def test_manifests_record_format_version_params_and_encoder(index_root: Path) ->
     assert bm25["format_version"] == FORMAT_VERSION and bm25["params"] == {"threads": 2}
     dense = json.loads((index_root / "dense" / MANIFEST_FILE).read_text())
     assert dense["format_version"] == FORMAT_VERSION
-    assert dense["params"] == {"model": PACKAGED_MODEL, "index_type": "Flat", "batch_size": 64,
-                               "max_seq_length": 256, "normalize": True}
+    assert dense["params"] == {"model": PACKAGED_MODEL, "index_type": "Flat", "exact_below": 100_000,
+                               "approximate": "HNSW32", "batch_size": 64, "max_seq_length": 256, "normalize": True}
     assert dense["model"] == PACKAGED_MODEL and len(dense["model_sha256"]) == 64
 
 

@@ -104,8 +104,8 @@ def test_stage_writes_every_artifact_and_its_metrics(built: tuple[IndexConfig, d
         "kind": "bm25", "format_version": FORMAT_VERSION, "params": {"threads": 2}, "n_docs": N_DOCS - 1
     }
     manifest = json.loads((root / "dense" / "retriever.json").read_text())
-    params = {"model": "all-MiniLM-L6-v2", "index_type": "Flat", "batch_size": 64, "max_seq_length": 256,
-              "normalize": True}
+    params = {"model": "all-MiniLM-L6-v2", "index_type": "Flat", "exact_below": 100_000, "approximate": "HNSW32",
+              "batch_size": 64, "max_seq_length": 256, "normalize": True}
     assert manifest == {"kind": "dense", "format_version": FORMAT_VERSION, "params": params,
                         "model": "all-MiniLM-L6-v2", "model_sha256": content_sha256(model_path("all-MiniLM-L6-v2")),
                         "dim": 384, "index_type": "Flat", "n_docs": N_DOCS, "normalize": True, "max_seq_length": 256}

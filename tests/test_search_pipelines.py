@@ -315,3 +315,11 @@ def test_cli_serves_pipelines_prf_and_prints_why(root: Path, tmp_path: Path, cap
     assert "dense+prf" in capsys.readouterr().out
     assert cli_main(["honey bees", "--mode", "no_such_mode", "--index-root", str(root)]) == 2
     assert "unknown search mode" in capsys.readouterr().err
+
+
+@pytest.mark.jvm
+@pytest.mark.parametrize("mode", ["bm25", "sparse", "dense", "hybrid"])
+def test_string_subclasses_such_as_numpy_str_are_served(searcher: Searcher, mode: str) -> None:
+    # Ids drawn with numpy (e.g. a random split of query ids) are numpy.str_, which the JVM bridge refuses.
+    batch = searcher.batch_search({np.str_("q"): np.str_("honey bees")}, k=3, mode=mode)
+    assert [h.doc_id for h in batch["q"]] == [h.doc_id for h in searcher.search("honey bees", k=3, mode=mode)]

@@ -25,7 +25,6 @@ epoch, or its starting weights when no epoch beat them.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +33,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
 from models.feedback_queries import TrainingQuery, ndcg_at_10, split_queries
-from models.training import ShuffledBatches
+from models.training import ShuffledBatches, fit_best_epoch
 
 
 @dataclass
@@ -281,40 +279,19 @@ def train_dense_encoder(
     serving_length = model.max_seq_length
     model.max_seq_length = config.train_max_seq_length
     try:
-        with tempfile.TemporaryDirectory(prefix="clickloop-dense-ckpt-") as tmp:
-            checkpoint = ModelCheckpoint(dirpath=config.checkpoint_dir or tmp, monitor="val_ndcg", mode="max",
-                                         save_top_k=1, save_weights_only=True)
-            trainer = L.Trainer(
-                accelerator="auto",
-                devices=1,
-                max_epochs=config.max_epochs,
-                max_steps=config.max_steps,
-                logger=False,
-                enable_progress_bar=config.progress,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                callbacks=[EarlyStopping(monitor="val_ndcg", mode="max", patience=config.patience), checkpoint],
-            )
-            base = float(trainer.validate(module, val_batches, verbose=False)[0]["val_ndcg"])
-            initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            module.history.clear()
-            module.train()  # validate left the encoder in eval mode, and fit keeps the mode it finds (dropout off)
-            trainer.fit(module, batches, val_batches)
-            best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else -1.0
-            # Never ship an encoder that validates worse than (or only as well as) where training started.
-            kept_base = best_score <= base
-            best = initial if kept_base else torch.load(
-                checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(best)
+        fitted = fit_best_epoch(
+            module, batches, val_batches, max_epochs=config.max_epochs, max_steps=config.max_steps,
+            patience=config.patience, progress=config.progress, checkpoint_dir=config.checkpoint_dir,
+        )
     finally:
         model.max_seq_length = serving_length
     model.eval()
     return DenseTrainingResult(
-        kept_base=kept_base,
-        base_val_ndcg=base,
-        best_val_ndcg=max(best_score, base),
-        epochs=trainer.current_epoch,
-        steps=trainer.global_step,
+        kept_base=fitted.kept_start,
+        base_val_ndcg=fitted.start_score,
+        best_val_ndcg=fitted.best_score,
+        epochs=fitted.epochs,
+        steps=fitted.steps,
         n_train=len(train),
         n_val=len(val),
         n_validation_docs=len(pool.rows),

@@ -19,14 +19,12 @@ early stopping and the checkpoint keep the best nDCG@10.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from sentence_transformers import SparseEncoder
 from torch import Tensor
 
@@ -41,6 +39,7 @@ from models.sparse.encoder import (
     special_token_ids,
     splade_pool,
 )
+from models.training import fit_best_epoch
 
 FLOPS_KINDS = ("idf", "plain")
 
@@ -289,37 +288,17 @@ def train_sparse_encoder(
     validation = ValidationQueries.of(model, val)
     module = SparseEncoderModule(model, states, idf, config, validation)
     val_batches = validation.corpus_chunks(len(states))
-    with tempfile.TemporaryDirectory(prefix="clickloop-sparse-ckpt-") as tmp:
-        checkpoint = ModelCheckpoint(
-            dirpath=config.checkpoint_dir or tmp, monitor="val_ndcg", mode="max", save_top_k=1, save_weights_only=True
-        )
-        trainer = L.Trainer(
-            accelerator="auto",
-            devices=1,
-            max_epochs=config.max_epochs,
-            max_steps=config.max_steps,
-            logger=False,
-            enable_progress_bar=config.progress,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=[EarlyStopping(monitor="val_ndcg", mode="max", patience=config.patience), checkpoint],
-        )
-        untrained = trainer.validate(module, val_batches, verbose=False)[0]["val_ndcg"]
-        initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        module.history.clear()
-        trainer.fit(module, TrainingBatches(model, train, config, len(idf)), val_batches)
-        best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else -1.0
-        # Never ship an encoder that validates worse than where training started.
-        kept_untrained = best_score <= untrained
-        best = initial if kept_untrained else torch.load(
-            checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(best)
+    fitted = fit_best_epoch(
+        module, TrainingBatches(model, train, config, len(idf)), val_batches, max_epochs=config.max_epochs,
+        max_steps=config.max_steps, patience=config.patience, progress=config.progress,
+        checkpoint_dir=config.checkpoint_dir,
+    )
     return TrainingResult(
-        kept_untrained=kept_untrained,
-        best_val_ndcg=max(best_score, float(untrained)),
-        untrained_val_ndcg=float(untrained),
-        epochs=trainer.current_epoch,
-        steps=trainer.global_step,
+        kept_untrained=fitted.kept_start,
+        best_val_ndcg=fitted.best_score,
+        untrained_val_ndcg=fitted.start_score,
+        epochs=fitted.epochs,
+        steps=fitted.steps,
         n_train=len(train),
         n_val=len(val),
         history=module.history,
