@@ -18,6 +18,7 @@ from sentence_transformers import SentenceTransformer
 from clickloop.beir import BeirDataset, write_beir
 from clickloop.catalog import CatalogConfig, generate_catalog
 from clickloop.fingerprint import content_sha256
+from clickloop.process import in_fresh_process
 from indexing import Searcher
 from indexing.dense import document_text
 from indexing.retriever import read_manifest
@@ -65,7 +66,9 @@ def config(project: Path) -> DenseFeedbackConfig:
 
 @pytest.fixture(scope="module")
 def metrics(config: DenseFeedbackConfig) -> dict:
-    return run(config)
+    # A process that trained with torch can crash in Lucene later (clickloop.process): the JVM tests after
+    # this module share the process, so the stage trains in a child.
+    return in_fresh_process(run, config)
 
 
 def test_stage_trains_from_the_click_labels_and_writes_its_metrics(config: DenseFeedbackConfig, metrics: dict) -> None:
