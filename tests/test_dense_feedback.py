@@ -7,7 +7,6 @@ no epoch beats it; `index_type: auto` follows the corpus size."""
 from __future__ import annotations
 
 from dataclasses import replace
-from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +16,9 @@ import polars as pl
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from vocabulary_gap import write_vocabulary_gap
 
-from clickloop.beir import BeirDataset, Document, write_beir
+from clickloop.beir import BeirDataset
 from clickloop.fingerprint import content_sha256
 from clickloop.metrics import evaluate
 from indexing import CorruptIndexError, MissingIndexError, Searcher
@@ -41,9 +41,6 @@ from models.feedback_queries import TrainingQuery, judged_queries, signal_querie
 # with colours never trained on, so only what training taught about the word can find them.
 CATEGORY_QUERY_WORDS = {"bottle": "zorblat", "lamp": "quimbel", "chair": "fravnik", "backpack": "plomtex",
                         "kettle": "drusnip"}
-COLOURS = ["red", "blue", "green", "black", "white", "yellow", "purple", "orange"]
-HELD_OUT_COLOURS = COLOURS[-2:]
-MATERIALS = ["steel", "wooden", "plastic", "leather", "glass"]
 MAX_SEQ_LENGTH = 32
 TRAINING = DenseTrainingConfig(batch_queries=8, negatives=1, lr=1e-4, max_epochs=3, patience=3,
                                validation_share=0.2, distractors=200, train_max_seq_length=MAX_SEQ_LENGTH,
@@ -53,15 +50,8 @@ TRAINING = DenseTrainingConfig(batch_queries=8, negatives=1, lr=1e-4, max_epochs
 @pytest.fixture(scope="module")
 def gap(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("dense_gap")
-    docs = [Document(f"{cat}-{colour}-{material}", f"{colour} {material} {cat}", f"A {material} {cat} in {colour}.")
-            for cat, colour, material in product(CATEGORY_QUERY_WORDS, COLOURS, MATERIALS)]
-    queries, qrels = {}, {"train": {}, "test": {}}
-    for i, ((cat, word), colour) in enumerate(product(CATEGORY_QUERY_WORDS.items(), COLOURS)):
-        queries[f"q{i}"] = f"{word} {colour}"
-        split = "test" if colour in HELD_OUT_COLOURS else "train"
-        qrels[split][f"q{i}"] = {f"{cat}-{colour}-{material}": 1 for material in MATERIALS}
-    write_beir(root / "dataset", docs, queries, qrels)
-    dataset = BeirDataset(root / "dataset")
+    dataset = write_vocabulary_gap(root / "dataset", CATEGORY_QUERY_WORDS)
+    docs = list(dataset.corpus())
     indices = root / "indices"
     write_doc_store(dataset, indices / "docs.parquet")
     DenseIndex.build(dataset, indices / "dense", DenseBuildConfig(max_seq_length=MAX_SEQ_LENGTH))

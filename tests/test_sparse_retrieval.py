@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from itertools import pairwise, product
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
+from vocabulary_gap import write_vocabulary_gap
 
-from clickloop.beir import BeirDataset, Document, write_beir
+from clickloop.beir import BeirDataset, write_beir
 from clickloop.catalog import CatalogConfig, generate_catalog
 from clickloop.metrics import evaluate
 from indexing import MissingIndexError, Searcher, SearchInputError
@@ -151,22 +152,12 @@ def test_sparse_vectors_are_sparse_and_quantised(config: SparseConfig, metrics: 
 # (thermos for bottle), and the held-out queries pair those words with colours never trained on.
 CATEGORY_QUERY_WORDS = {"bottle": "thermos", "lamp": "lighting", "chair": "seating", "backpack": "rucksack",
                         "kettle": "teapot"}
-COLOURS = ["red", "blue", "green", "black", "white", "yellow", "purple", "orange"]
-HELD_OUT_COLOURS = COLOURS[-2:]
-MATERIALS = ["steel", "wooden", "plastic", "leather", "glass"]
 
 
 @pytest.fixture(scope="module")
 def vocabulary_gap(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gap")
-    docs = [Document(f"{cat}-{colour}-{material}", f"{colour} {material} {cat}", f"A {material} {cat} in {colour}.")
-            for cat, colour, material in product(CATEGORY_QUERY_WORDS, COLOURS, MATERIALS)]
-    queries, qrels = {}, {"train": {}, "test": {}}
-    for i, ((cat, word), colour) in enumerate(product(CATEGORY_QUERY_WORDS.items(), COLOURS)):
-        queries[f"q{i}"] = f"{word} {colour}"
-        split = "test" if colour in HELD_OUT_COLOURS else "train"
-        qrels[split][f"q{i}"] = {f"{cat}-{colour}-{material}": 1 for material in MATERIALS}
-    write_beir(root / "dataset", docs, queries, qrels)
+    write_vocabulary_gap(root / "dataset", CATEGORY_QUERY_WORDS)
     build_index_root(IndexConfig(dataset_dir=str(root / "dataset"), out_dir=str(root / "indices"),
                                  metrics_file=str(root / "index.json")))
     return root
