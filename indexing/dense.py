@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ KIND = "dense"
 FEEDBACK_KIND = "dense_feedback"  # the encoder fine-tuned from the feedback (pipeline/dense_feedback.py)
 AUTO = "auto"  # the index type that follows the corpus size
 INDEX_FILE = "index.faiss"
+RECENT_QUERIES = 4096  # query vectors kept for reuse
 DOC_IDS_FILE = "doc_ids.json"
 
 
@@ -179,6 +181,8 @@ class DenseIndex:
             )
         # Hugging Face fast tokenizers raise "Already borrowed" when used from two threads at once.
         self._lock = threading.Lock()
+        # The last queries' vectors: a PRF pipeline searches a query, then searches it again expanded.
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self.num_docs = len(self.doc_ids)
 
     def search(self, query: str, k: int) -> Ranking:
@@ -213,7 +217,15 @@ class DenseIndex:
         return dict(zip(queries, self._search_vectors(vectors, k), strict=True))
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return encode(self._encoder, texts, self.settings.batch_size, self.manifest["normalize"], False)
+        """The query vectors of `texts`, each encoded once while it stays among the recent ones (hold the lock)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._recent]
+        fresh = dict(zip(missing, encode(self._encoder, missing, self.settings.batch_size, self.manifest["normalize"],
+                                         False), strict=True)) if missing else {}
+        vectors = np.stack([fresh[t] if t in fresh else self._recent[t] for t in texts])
+        self._recent.update(fresh)
+        while len(self._recent) > RECENT_QUERIES:
+            self._recent.popitem(last=False)
+        return vectors
 
     def _search_texts(self, texts: list[str], k: int) -> list[Ranking]:
         with self._lock:
