@@ -135,16 +135,38 @@ def apply_window(landing: Path, archive: Path, window_days: int, new_day: dt.dat
             "archived": archived}
 
 
-def dvc_repro(targets: list[str], log_file: Path) -> None:
-    """Run `dvc repro` with this interpreter's environment first on PATH (the stages run `python -m ...`)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+STAGE_START = re.compile(r"^Running stage '([^']+)'")
+
+
+def dvc_repro(targets: list[str], log_file: Path, cwd: Path | None = None) -> dict[str, float]:
+    """Run `dvc repro` with this interpreter's environment first on PATH (the stages run `python -m ...`);
+    the wall seconds of each stage that ran, timed from DVC's "Running stage" lines as they stream."""
+    # Unbuffered: the stage lines must reach the pipe when they are printed, or the timing is wrong.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONUNBUFFERED": "1"}
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w") as out:
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro", *targets], stdout=out, stderr=subprocess.STDOUT,
-                              env=env)
+    stages: dict[str, float] = {}
+    running, since = None, time.perf_counter()
+    with open(log_file, "w") as out, subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", *targets], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env, text=True, errors="replace", cwd=cwd,
+    ) as done:
+        assert done.stdout is not None
+        for line in done.stdout:
+            out.write(line)
+            out.flush()  # a night's progress can be followed with tail -f
+            started = STAGE_START.match(line)
+            if started:
+                now = time.perf_counter()
+                if running is not None:
+                    stages[running] = round(now - since, 3)
+                running, since = started.group(1), now
+    if running is not None:
+        stages[running] = round(time.perf_counter() - since, 3)
     if done.returncode != 0:
         tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
         raise NightError(f"dvc repro failed (exit {done.returncode}; log {log_file}): " + " | ".join(tail))
+    return stages
 
 
 # -- the night -----------------------------------------------------------------------------------
@@ -181,7 +203,10 @@ def run_night(
             report["window"] = apply_window(Path(config.landing_dir), Path(config.archive_dir), config.window_days,
                                             dt.date.fromisoformat(landing["day"]))
             lap("land")
-            (repro or (lambda: dvc_repro(config.repro_targets, store.root / REPORTS_DIR / f"{night}.repro.log")))()
+            if repro is None:
+                report["stages"] = dvc_repro(config.repro_targets, store.root / REPORTS_DIR / f"{night}.repro.log")
+            else:
+                repro()
             lap("repro")
         except NightError as e:
             return _finish(store, report, "failed", [str(e)], EXIT_FAILED)

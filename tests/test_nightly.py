@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,14 +23,13 @@ import pytest
 import yaml
 
 from clickloop.params import section
+from clickloop.sandbox import new_project, run
 from indexing.serving import CURRENT_FILE, INDICES_DIR, VERSION_MANIFEST, VERSIONS_DIR, ServingSearcher
 from nightly.run import NightlyConfig, run_night
 from nightly.versions import Challenger, VersionStore
 
 pytestmark = [pytest.mark.jvm, pytest.mark.slow]  # the gate loads Lucene's JVM in this process
 
-REPO = Path(__file__).resolve().parents[1]
-CODE = ("pipeline", "clickloop", "models", "indexing", "nightly", "feedback_logs", ".dvcignore")
 TRAINING_STAGES = ("sparse", "dense_feedback")
 TINY = {
     "dataset": {"catalog": {"n_items": 300, "n_train_queries": 30, "n_test_queries": 15}},
@@ -47,16 +44,8 @@ TINY = {
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 
 
-def _merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(base.get(key) or {}, value) if isinstance(value, dict) else value
-    return merged
-
-
 def _run(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    done = run(args, cwd, timeout=1800, check=False)
     if ok:
         assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done
@@ -64,25 +53,10 @@ def _run(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("nightly")
-    for name in CODE:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    for stage in TRAINING_STAGES:
-        del stages["stages"][stage]
-    evaluate = stages["stages"]["evaluate"]
-    evaluate["deps"] = [d for d in evaluate["deps"] if d not in {f"data/indices/{s}" for s in TRAINING_STAGES}]
-    (root / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    if "pipelines" in params.get("search", {}):
-        params["search"]["pipelines"] = {}  # they run the training stages' retrievers
+    root = new_project(tmp_path_factory.mktemp("nightly"), TINY, drop_stages=TRAINING_STAGES)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["search"]["pipelines"] = {}  # they run the training stages' retrievers
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], root)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], root)
     _run([sys.executable, "-m", "dvc", "repro", "simulate"], root)
     # The new days arrive from outside: copies of the simulated days under new dates (new ids, new timestamps).
     # Each window must hold other traffic than the one before, or the retrained artifacts are the same bytes
@@ -126,6 +100,10 @@ def test_first_night_promotes_a_complete_version(project: Path) -> None:
     assert report["decision"] == "promoted" and done.stdout.strip() == report["summary"]
     assert report["summary"].startswith(f"nightly {DAYS[0]}: promoted {report['version']}")
     assert _current(project) == report["version"] and report["champion"] is None
+    # Each stage `dvc repro` ran, timed from its output as it streamed (the dataset stage runs every night).
+    assert {"dataset", "ingest", "feedback", "evaluate"} <= set(report["stages"])
+    assert all(seconds > 0 for seconds in report["stages"].values())
+    assert sum(report["stages"].values()) <= report["seconds"]["repro"]
     assert (project / "feedback_logs" / DAYS[0]).is_dir()
     manifest = json.loads((project / "serving" / VERSIONS_DIR / report["version"] / VERSION_MANIFEST).read_text())
     assert manifest["format_version"] == 1 and manifest["previous"] is None

@@ -52,3 +52,15 @@ def test_a_version_serves_its_own_copy_of_a_local_encoder(tmp_path: Path) -> Non
     served = json.loads((folder / INDICES_DIR / "dense_feedback" / "retriever.json").read_text())
     assert served["model_path"] == "../../models/dense_feedback" and served["model_sha256"] == copied["model_sha256"]
     assert (folder / VERSION_MANIFEST).is_file()
+
+
+def test_the_nightly_command_is_installed_as_a_console_script() -> None:
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "clickloop-nightly"]
+    assert script.value == "nightly.__main__:main"
+    done = subprocess.run([str(Path(sys.executable).parent / "clickloop-nightly"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "rollback" in done.stdout and "status" in done.stdout
