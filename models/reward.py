@@ -8,15 +8,21 @@ queries held out from training, position-aware as well:
 
     P(love observed at position p) = theta_p * sigmoid(alpha * logit(r(q, d)) + beta)
 
-where r is GNOLR's top-level probability and theta the model's examination curve. What the
+where r is GNOLR's top-level probability and theta the model's examination curve, with
+alpha >= 0 (`models.calibration`): calibration never reverses the model's order, and a slice too
+small to trust, or one on which the model ranks no better than chance, keeps the model's own
+probabilities (identity) with the reason recorded. What the
 calibrated reward `predict` returns is therefore P(love | q, d, examined with the attention of
 position 1): with a learned curve (theta_1 = 1) that is the love probability of the result
 shown at position 1; with given propensities (absolute theta) it is P(love | examined).
 Platt rather than isotonic: the position factor has to sit inside the likelihood, which a
 two-parameter sigmoid allows and a step function fitted to binned outcomes does not.
 
-`train_feedback_models` is the entry point of the feedback stage: train on days 1..N-1
-(minus the calibration slice), evaluate on the held-out last day(s).
+`train_feedback_models` is the entry point of the feedback stage: a share of the distinct
+queries is held out entirely (`heldout_query_fraction`, never trained or calibrated on), the rest
+train on days 1..N-1 (minus the calibration slice); the reward is scored on the held-out last
+day(s) of the seen queries and on every day of the held-out queries, since a policy will ask it
+about queries it has not seen.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 from sklearn.metrics import roc_auc_score
 
 from clickloop.atomic import atomic_path
+from models.calibration import Calibration, CalibrationConfig, fit_monotone_platt
 from models.gnolr import GNOLRConfig, GNOLRModel, evaluate_levels, level_labels
 from models.text_features import TextEmbeddingCache
 
@@ -43,12 +49,18 @@ class RewardConfig:
     love_level: str = "love"  # the GNOLR level whose probability is the reward
     holdout_days: int = 1  # the last days are the test set
     calibration_fraction: float = 0.15  # share of training queries (by query text) held out for Platt
+    # Share of all distinct queries held out of training and calibration, to score the reward on
+    # queries it has not seen (0: none held out, no such score).
+    heldout_query_fraction: float = 0.15
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     ece_bins: int = 10  # equal-width bins
     seed: int = 13
 
     def __post_init__(self) -> None:
         if not 0 < self.calibration_fraction < 1:
             raise ValueError(f"calibration_fraction must be in (0, 1); got {self.calibration_fraction}")
+        if not 0 <= self.heldout_query_fraction < 1:
+            raise ValueError(f"heldout_query_fraction must be in [0, 1); got {self.heldout_query_fraction}")
         if self.holdout_days < 1 or self.ece_bins < 1:
             raise ValueError("holdout_days and ece_bins must be at least 1")
 
@@ -80,38 +92,44 @@ def _logit(p: np.ndarray) -> np.ndarray:
 class LoveRewardModel:
     """Calibrated P[love | query, doc, examined at position 1] on top of a GNOLR model."""
 
-    def __init__(self, gnolr: GNOLRModel, love_level: str = "love", platt: tuple[float, float] = (1.0, 0.0)) -> None:
+    def __init__(
+        self,
+        gnolr: GNOLRModel,
+        love_level: str = "love",
+        platt: tuple[float, float] = (1.0, 0.0),
+        calibration: dict[str, Any] | None = None,
+    ) -> None:
         if love_level not in gnolr.levels:
             raise ValueError(f"love level {love_level!r} is not a GNOLR level {gnolr.levels}")
+        if platt[0] < 0:
+            raise ValueError(f"a negative Platt scale {platt[0]} would invert the model; the scale must be >= 0")
         self.gnolr = gnolr
         self.love_level = love_level
-        self.platt = platt
+        self.platt = (float(platt[0]), float(platt[1]))
+        self.calibration = calibration or {"method": "identity", "reason": "not calibrated"}
 
     @classmethod
     def calibrate(
-        cls, gnolr: GNOLRModel, calibration: pl.DataFrame, docs: Mapping[str, str], love_level: str = "love"
+        cls,
+        gnolr: GNOLRModel,
+        calibration: pl.DataFrame,
+        docs: Mapping[str, str],
+        love_level: str = "love",
+        config: CalibrationConfig | None = None,
     ) -> LoveRewardModel:
-        """Fit the position-aware Platt scaling on shown results GNOLR did not train on."""
+        """Fit the monotone position-aware Platt scaling on shown results GNOLR did not train on
+        (or keep the model's probabilities, with the reason, where the slice cannot support it)."""
         model = cls(gnolr, love_level)
         loved = _loved(calibration, gnolr, love_level)
-        if not 0 < loved.sum() < len(loved):
-            raise ValueError("the calibration slice needs both loved and not-loved results")
-        score = torch.as_tensor(_logit(model._uncalibrated(calibration, docs)), dtype=torch.float64)
-        theta = torch.as_tensor(gnolr.examination(calibration["position"].to_numpy()), dtype=torch.float64)
-        target = torch.as_tensor(loved, dtype=torch.float64)
-        params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            observed = (theta * torch.sigmoid(params[0] * score + params[1])).clamp(1e-9, 1 - 1e-9)
-            loss = torch.nn.functional.binary_cross_entropy(observed, target)
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        scale, shift = params.detach().tolist()
-        model.platt = (scale, shift)
+        fitted: Calibration = fit_monotone_platt(
+            _logit(model._uncalibrated(calibration, docs)),
+            loved,
+            gnolr.examination(calibration["position"].to_numpy()),
+            calibration["user_query"].n_unique() if "user_query" in calibration.columns else len(loved),
+            config,
+        )
+        model.platt = fitted.platt
+        model.calibration = fitted.to_dict()
         return model
 
     def predict(self, frame: pl.DataFrame, docs: Mapping[str, str] | None = None) -> np.ndarray:
@@ -145,13 +163,18 @@ class LoveRewardModel:
         with atomic_path(directory) as tmp:
             tmp.mkdir()
             self.gnolr.save(tmp / "gnolr")
-            (tmp / "reward.json").write_text(json.dumps({"love_level": self.love_level, "platt": self.platt}))
+            meta = {"love_level": self.love_level, "platt": self.platt, "calibration": self.calibration}
+            (tmp / "reward.json").write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, directory: str | Path) -> LoveRewardModel:
         directory = Path(directory)
         meta = json.loads((directory / "reward.json").read_text())
-        return cls(GNOLRModel.load(directory / "gnolr"), meta["love_level"], tuple(meta["platt"]))
+        platt = tuple(meta["platt"])
+        if platt[0] < 0:  # written before calibration was monotone: keep the model's own order
+            platt, meta["calibration"] = (1.0, 0.0), {
+                "method": "identity", "reason": f"the saved Platt scale {platt[0]:.4g} was negative (would invert)"}
+        return cls(GNOLRModel.load(directory / "gnolr"), meta["love_level"], platt, meta.get("calibration"))
 
     def _uncalibrated(self, frame: pl.DataFrame, docs: Mapping[str, str] | None) -> np.ndarray:
         return self.gnolr.predict(frame, docs)[:, self.gnolr.levels.index(self.love_level)]
@@ -176,16 +199,42 @@ def split_by_day(results: pl.DataFrame, holdout_days: int) -> tuple[pl.DataFrame
     return results.filter(pl.col("day") < first_test_day), results.filter(pl.col("day") >= first_test_day)
 
 
-def split_by_query(results: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_by_query(
+    results: pl.DataFrame, fraction: float, seed: int, salt: str = ""
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rest, slice): the slice holds about `fraction` of the distinct query texts, chosen by a
-    seeded hash so the split is stable across runs and across days."""
+    seeded hash so the split is stable across runs and across days; splits with different `salt`
+    choose independently."""
 
     def in_slice(query: str) -> bool:
-        digest = hashlib.blake2b(f"{seed}:{query}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{seed}:{salt}{query}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64 < fraction
 
     chosen = results.select(pl.col("user_query").map_elements(in_slice, return_dtype=pl.Boolean)).to_series()
     return results.filter(~chosen), results.filter(chosen)
+
+
+@dataclass
+class RewardSplits:
+    """The rows each part of the reward's training and evaluation uses."""
+
+    fit: pl.DataFrame  # seen queries, training days, minus the calibration slice: GNOLR trains here
+    calibration: pl.DataFrame  # a slice of the seen queries, training days: the Platt fit
+    test: pl.DataFrame  # seen queries, held-out last day(s)
+    heldout_queries: pl.DataFrame  # queries never trained or calibrated on, every day
+
+
+HELDOUT_SALT = "heldout-queries:"
+
+
+def reward_splits(results: pl.DataFrame, config: RewardConfig) -> RewardSplits:
+    """Hold out whole queries first (all their days), then the last day(s), then the calibration slice."""
+    seen, heldout = results, results.clear()
+    if config.heldout_query_fraction > 0:
+        seen, heldout = split_by_query(results, config.heldout_query_fraction, config.seed, HELDOUT_SALT)
+    train, test = split_by_day(seen, config.holdout_days)
+    fit_rows, calibration = split_by_query(train, config.calibration_fraction, config.seed)
+    return RewardSplits(fit_rows, calibration, test, heldout)
 
 
 # --- off-policy behaviour ------------------------------------------------------------------
@@ -273,21 +322,38 @@ def train_feedback_models(
     reward_config = reward_config or RewardConfig()
     if reward_config.love_level not in gnolr_config.levels:
         raise ValueError(f"reward love_level {reward_config.love_level!r} is not in gnolr levels {gnolr_config.levels}")
-    train, test = split_by_day(results, reward_config.holdout_days)
-    fit_rows, calibration = split_by_query(train, reward_config.calibration_fraction, reward_config.seed)
-    if fit_rows.is_empty() or calibration.is_empty():
+    splits = reward_splits(results, reward_config)
+    if splits.fit.is_empty() or splits.calibration.is_empty():
         raise ValueError("too few distinct queries to hold out a calibration slice")
-    gnolr = GNOLRModel.fit(fit_rows, docs, gnolr_config, propensities, text_features)
-    reward = LoveRewardModel.calibrate(gnolr, calibration, docs, reward_config.love_level)
+    gnolr = GNOLRModel.fit(splits.fit, docs, gnolr_config, propensities, text_features)
+    reward = LoveRewardModel.calibrate(gnolr, splits.calibration, docs, reward_config.love_level,
+                                       reward_config.calibration)
     metrics = {
         "split": {
-            "train_rows": fit_rows.height,
-            "calibration_rows": calibration.height,
-            "test_rows": test.height,
-            "test_days": [str(d) for d in test["day"].unique().sort().to_list()],
+            "train_rows": splits.fit.height,
+            "calibration_rows": splits.calibration.height,
+            "calibration_queries": splits.calibration["user_query"].n_unique(),
+            "test_rows": splits.test.height,
+            "test_days": [str(d) for d in splits.test["day"].unique().sort().to_list()],
+            "heldout_query_rows": splits.heldout_queries.height,
+            "heldout_queries": splits.heldout_queries["user_query"].n_unique(),
         },
-        "gnolr": {"levels": evaluate_levels(gnolr, test, docs), "training_losses": gnolr.training_losses},
-        "reward": {**reward.evaluate(test, docs, reward_config.ece_bins), "platt": list(reward.platt)},
+        "gnolr": {"levels": evaluate_levels(gnolr, splits.test, docs), "training_losses": gnolr.training_losses},
+        "reward": {**reward.evaluate(splits.test, docs, reward_config.ece_bins), "platt": list(reward.platt),
+                   "calibration": reward.calibration},
+        "reward_heldout_queries": heldout_query_metrics(reward, splits.heldout_queries, docs, reward_config.ece_bins),
         "config": {"gnolr": asdict(gnolr_config), "reward": asdict(reward_config)},
     }
     return FeedbackModels(gnolr, reward, metrics)
+
+
+def heldout_query_metrics(
+    reward: LoveRewardModel, heldout: pl.DataFrame, docs: Mapping[str, str], bins: int
+) -> dict[str, Any]:
+    """The reward's figures on queries it never saw (every day of them), or why there are none."""
+    if heldout.is_empty():
+        return {"skipped": "no query held out (heldout_query_fraction 0, or too few distinct queries)"}
+    loved = _loved(heldout, reward.gnolr, reward.love_level)
+    if not 0 < loved.sum() < len(loved):
+        return {"skipped": f"{int(loved.sum())} of {len(loved)} held-out-query results loved: AUC needs both"}
+    return {"queries": heldout["user_query"].n_unique(), **reward.evaluate(heldout, docs, bins)}

@@ -41,7 +41,7 @@ from models.propensity import QUERY, PropensityConfig, estimate_propensities
 from models.recommendation.artifact import train_recommender
 from models.recommendation.factorization import RecommenderConfig
 from models.relevance_labels import LABEL_COLUMNS, LabelConfig, relevance_labels, write_labels
-from models.reward import RewardConfig, split_by_day, split_by_query, train_feedback_models
+from models.reward import RewardConfig, reward_splits, train_feedback_models
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +169,10 @@ def _reward_skip_reason(results: pl.DataFrame, config: FeedbackConfig) -> str | 
     days = results["day"].n_unique()
     if days <= reward.holdout_days:
         return f"{days} day(s) of logs, and the last {reward.holdout_days} day(s) are held out for evaluation"
-    train, _ = split_by_day(results, reward.holdout_days)
-    fit_rows, calibration = split_by_query(train, reward.calibration_fraction, reward.seed)
-    if fit_rows.is_empty() or calibration.is_empty():
+    splits = reward_splits(results, reward)
+    if splits.fit.is_empty() or splits.calibration.is_empty():
         return "too few distinct queries to hold out a calibration slice"
+    calibration = splits.calibration
     if reward.love_level in config.gnolr.levels:  # else train_feedback_models names the misconfiguration
         levels = level_labels(calibration["actions"].to_list(), config.gnolr.levels)
         loved = int((levels[:, config.gnolr.levels.index(reward.love_level)] > 0).sum())

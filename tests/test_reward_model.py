@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from models.calibration import CalibrationConfig
 from models.gnolr import GNOLRConfig
 from models.reward import (
     FeedbackModels,
@@ -15,6 +17,7 @@ from models.reward import (
     RewardConfig,
     expected_calibration_error,
     off_policy_report,
+    reward_splits,
     split_by_day,
     split_by_query,
     train_feedback_models,
@@ -22,6 +25,11 @@ from models.reward import (
 from tests.test_gnolr_model import TOPICS, SyntheticLogs, synthetic_feedback_logs
 
 GNOLR_CONFIG = GNOLRConfig(max_epochs=12, batch_size=256, learning_rate=5e-3)
+# The synthetic logs hold 16 queries: the calibration slice gets a few, so the size floor is lowered; no
+# query is held out here (4 of 16 would go), `trained_heldout` holds some out.
+SMALL_SLICE = CalibrationConfig(min_queries=2, min_positives=5)
+REWARD_CONFIG = RewardConfig(calibration_fraction=0.25, heldout_query_fraction=0.0, calibration=SMALL_SLICE)
+HELDOUT_CONFIG = RewardConfig(calibration_fraction=0.25, heldout_query_fraction=0.15, calibration=SMALL_SLICE)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +39,12 @@ def logs() -> SyntheticLogs:
 
 @pytest.fixture(scope="module")
 def trained(logs: SyntheticLogs) -> FeedbackModels:
-    return train_feedback_models(logs.results, logs.docs, GNOLR_CONFIG, RewardConfig(calibration_fraction=0.25))
+    return train_feedback_models(logs.results, logs.docs, GNOLR_CONFIG, REWARD_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def trained_heldout(logs: SyntheticLogs) -> FeedbackModels:
+    return train_feedback_models(logs.results, logs.docs, GNOLR_CONFIG, HELDOUT_CONFIG)
 
 
 def test_expected_calibration_error_matches_a_hand_computed_value():
@@ -148,3 +161,54 @@ def test_save_and_load_give_identical_rewards(trained: FeedbackModels, logs: Syn
     np.testing.assert_array_equal(loaded.predict_observed(frame), trained.reward.predict_observed(frame))
     assert loaded.platt == trained.reward.platt
     assert (tmp_path / "feedback" / "gnolr" / "model.pt").is_file()
+
+
+def test_held_out_queries_are_never_trained_on_and_are_scored(
+    trained: FeedbackModels, trained_heldout: FeedbackModels, logs: SyntheticLogs
+):
+    splits = reward_splits(logs.results, HELDOUT_CONFIG)
+    heldout = set(splits.heldout_queries["user_query"])
+    assert heldout, "the split should hold out some queries"
+    for part in (splits.fit, splits.calibration, splits.test):
+        assert not heldout & set(part["user_query"])
+    assert splits.heldout_queries["day"].n_unique() == logs.results["day"].n_unique()  # every day of them
+    unseen = trained_heldout.metrics["reward_heldout_queries"]
+    assert unseen["queries"] == len(heldout) == trained_heldout.metrics["split"]["heldout_queries"]
+    assert unseen["n"] == splits.heldout_queries.height
+    # 12 training queries of 8 topics: position carries the score, the reward alone barely transfers
+    assert unseen["auc"] > 0.65 and unseen["auc_reward_only"] > 0.5
+    assert trained_heldout.metrics["reward"]["calibration"]["scale"] >= 0
+    assert trained.metrics["reward_heldout_queries"]["skipped"]
+
+
+def test_held_out_query_score_is_skipped_with_a_reason_when_none_is_held_out(logs: SyntheticLogs):
+    splits = reward_splits(logs.results, RewardConfig(heldout_query_fraction=0.0))
+    assert splits.heldout_queries.is_empty()
+    assert splits.fit.height + splits.calibration.height + splits.test.height == logs.results.height
+
+
+def test_calibration_on_a_slice_that_inverts_the_model_keeps_its_order(trained: FeedbackModels, logs: SyntheticLogs):
+    """Loves put on the results the model scores lowest: an unconstrained Platt fit would invert."""
+    frame = logs.results.head(3000)
+    raw = trained.reward._uncalibrated(frame, logs.docs)
+    lowest = raw <= np.quantile(raw, 0.1)
+    inverted = frame.with_columns(actions=pl.Series([["click", "love"] if low else [] for low in lowest]))
+    reward = LoveRewardModel.calibrate(
+        trained.gnolr, inverted, logs.docs, config=CalibrationConfig(min_queries=1, min_positives=1)
+    )
+    assert reward.calibration["unconstrained_scale"] < 0
+    assert reward.platt[0] >= 0 and reward.calibration["method"] == "identity"
+    predicted = reward.predict(frame, logs.docs)
+    order = np.argsort(raw, kind="stable")
+    assert (np.diff(predicted[order]) >= -1e-12).all()
+
+
+def test_a_saved_negative_scale_loads_as_the_model_own_order(trained: FeedbackModels, tmp_path: Path):
+    trained.reward.save(tmp_path / "reward")
+    meta_file = tmp_path / "reward" / "reward.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({"love_level": meta["love_level"], "platt": [-1.3, 0.2]}))  # an old artifact
+    loaded = LoveRewardModel.load(tmp_path / "reward")
+    assert loaded.platt == (1.0, 0.0) and "negative" in loaded.calibration["reason"]
+    with pytest.raises(ValueError, match="invert"):
+        LoveRewardModel(trained.gnolr, platt=(-0.5, 0.0))
