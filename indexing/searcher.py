@@ -137,6 +137,20 @@ class Searcher:
             raise SearchInputError(f"mode {mode!r} was not loaded; this Searcher has {', '.join(self.modes)}")
         return self._retrievers[mode]
 
+    def pipeline_spec(self, name: str) -> PipelineSpec:
+        """What the loaded pipeline `name` runs (`auto` settings resolved)."""
+        if name not in self._pipelines:
+            raise SearchInputError(f"no pipeline {name!r} was loaded; this Searcher has {', '.join(self.modes)}")
+        return self._pipelines[name].spec
+
+    def has_prf(self, mode: str) -> bool:
+        """Whether the loaded retriever `mode` has a pseudo-relevance feedback."""
+        return self._has_prf(mode)
+
+    def prf_reads_own_ranking_only(self, mode: str) -> bool:
+        """Whether `mode`'s PRF reads only its own top documents (RM3), so it cannot follow a fusion."""
+        return mode in self._own_feedback_prf and not isinstance(self._retrievers[mode], FeedbackRetriever)
+
     def _hits(self, docs: list[ScoredDoc]) -> list[Hit]:
         hits = []
         for rank, scored in enumerate(docs, start=1):

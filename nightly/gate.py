@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from scipy.stats import norm
 
 from clickloop.beir import BeirDataset, Qrels, Run, read_trec_run
 from indexing import SearchConfig, Searcher
-from indexing.serving import INDICES_DIR
+from indexing.retriever import FAMILIES
+from indexing.serving import INDICES_DIR, MODELS_DIR
 from nightly.versions import Challenger
 from pipeline.evaluate import EvaluateConfig, counterfactual_report, judged_report
 
@@ -218,11 +219,33 @@ def _read_runs(evaluate: EvaluateConfig, modes: Sequence[str]) -> dict[str, Run]
     return {mode: read_trec_run(runs_dir / f"{mode}.trec") for mode in modes if (runs_dir / f"{mode}.trec").is_file()}
 
 
+def unchanged_modes(searcher: Searcher, modes: Sequence[str], challenger: Mapping[str, str],
+                    champion: Mapping[str, str]) -> set[str]:
+    """The modes whose artifacts are the champion's, byte for byte (`challenger` and `champion`: component name
+    -> content hash, as in a version manifest): a retriever whose index folder (and the encoder it loads) did
+    not change, a pipeline all of whose modes and whose stored choice did not. Their comparisons would be
+    exact ties, so the gate spends no time on them."""
+    def same(name: str) -> bool:
+        return challenger.get(name) == champion.get(name)
+
+    kinds = {mode: family.kind for family in FAMILIES.values() for mode in family.modes}
+    unchanged = {mode for mode in modes if mode in kinds and same(f"{INDICES_DIR}/{kinds[mode]}")
+                 and same(f"{MODELS_DIR}/{kinds[mode]}")}
+    choice = all(same(name) for name in {*challenger, *champion} if name.endswith(".json")
+                 and name.startswith(f"{INDICES_DIR}/"))
+    for mode in modes:
+        if mode not in kinds and choice and set(searcher.pipeline_spec(mode).modes) <= unchanged:
+            unchanged.add(mode)
+    return unchanged
+
+
 def run_gate(
     config: GateConfig, evaluate: EvaluateConfig, settings: SearchConfig, challenger: Challenger,
     challenger_bytes: int, champion_dir: Path | None, champion_bytes: int | None, workdir: Path,
+    unchanged: Callable[[Searcher, Sequence[str]], set[str]] | None = None,
 ) -> GateResult:
-    """Load both sides, compare, apply the guards. `workdir`: scratch space for the champion's runs."""
+    """Load both sides, compare, apply the guards. `workdir`: scratch space for the champion's runs;
+    `unchanged(challenger searcher, modes)`: the modes not to compare (identical to the champion's)."""
     reasons: list[str] = []
     checks: dict[str, Any] = {}
     try:
@@ -243,8 +266,10 @@ def run_gate(
     # What the evaluate stage scores: its retrievers and every pipeline of params search (getattr: a search
     # section without pipelines is one from before them).
     wanted = config.retrievers or list(dict.fromkeys([*evaluate.retrievers, *getattr(settings, "pipelines", {})]))
-    modes = [m for m in wanted if m in new.modes and (old is None or m in old.modes)]
-    checks["retrievers"] = modes
+    served = [m for m in wanted if m in new.modes and (old is None or m in old.modes)]
+    identical = unchanged(new, served) if unchanged is not None and old is not None else set()
+    modes = [m for m in served if m not in identical]
+    checks["retrievers"], checks["identical"] = modes, sorted(identical)
 
     comparisons: list[Comparison] = []
     if old is not None and modes:
@@ -270,7 +295,7 @@ def run_gate(
     checks["comparisons"] = [asdict(c) for c in comparisons]
     reasons += [f"worse beyond noise: {c.describe()}" for c in comparisons if c.worse]
 
-    latency_modes = modes or list(new.modes)
+    latency_modes = modes or ([] if identical else list(new.modes))
     queries = latency_queries(evaluate, config.latency.queries)
     timed = measure_latency({"champion": old, "challenger": new} if old else {"challenger": new}, latency_modes,
                             queries, config.latency.k) if queries else {}

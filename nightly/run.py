@@ -179,7 +179,7 @@ def run_night(
     """Run one night for `day`; (exit status, report). `repro` replaces `dvc repro` (tests); `fault` is
     passed to the promotion (tests raise in it to simulate a kill)."""
     from indexing import SearchConfig
-    from nightly.gate import run_gate
+    from nightly.gate import run_gate, unchanged_modes
     from pipeline.evaluate import EvaluateConfig
 
     store = VersionStore(config.serving_dir, config.keep_versions)
@@ -229,6 +229,8 @@ def run_night(
                 config.gate, evaluate, section("search", SearchConfig, params_file), challenger, size,
                 store.path(champion) if champion_manifest is not None else None,
                 champion_manifest.get("bytes") if champion_manifest is not None else None, workdir,
+                unchanged=lambda searcher, modes: unchanged_modes(searcher, modes, fingerprint,
+                                                                  champion_manifest.get("components") or {}),
             )
         except Exception as e:  # a gate that cannot decide promotes nothing; cron gets a report, not a traceback
             log.exception("the gate failed")

@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nightly.gate import GateConfig, judge, judged_comparisons, offpolicy_comparisons, paired, per_query
+from indexing.settings import PipelineSpec
+from nightly.gate import (
+    GateConfig,
+    judge,
+    judged_comparisons,
+    offpolicy_comparisons,
+    paired,
+    per_query,
+    unchanged_modes,
+)
 from nightly.run import NightError, apply_window, check_day, land_day
 
 
@@ -149,3 +158,28 @@ def test_the_window_archives_days_that_left_it(tmp_path: Path) -> None:
     assert (landing / "README.md").is_file()
     with pytest.raises(NightError, match="older than the training window"):
         apply_window(landing, archive, 3, dt.date(2026, 11, 1))
+
+
+class _Pipelines:
+    """A Searcher's pipeline lookup, all the gate asks of it to tell unchanged modes."""
+
+    def __init__(self, **modes: list[str]) -> None:
+        self.modes = modes
+
+    def pipeline_spec(self, name: str) -> PipelineSpec:
+        return PipelineSpec(self.modes[name])
+
+
+def test_modes_identical_to_the_champions_are_not_compared() -> None:
+    champion = {"indices/bm25": "b", "indices/dense": "d", "indices/dense_feedback": "f", "models/dense_feedback": "m",
+                "indices/pipelines.json": "p", "indices/docs.parquet": "x"}
+    searcher = _Pipelines(lexical=["bm25", "dense"], hybrid=["bm25", "dense_feedback"])
+    modes = ["bm25", "bm25_rm3", "dense", "dense_feedback", "lexical", "hybrid"]
+    # Only the fine-tuned encoder changed: its index folder is the same bytes, what it loads is not.
+    retrained = {**champion, "models/dense_feedback": "m2"}
+    assert unchanged_modes(searcher, modes, retrained, champion) == {"bm25", "bm25_rm3", "dense", "lexical"}
+    # A new stored pipeline choice: every pipeline is compared again.
+    rechosen = {**champion, "indices/pipelines.json": "p2"}
+    assert unchanged_modes(searcher, modes, rechosen, champion) == {"bm25", "bm25_rm3", "dense", "dense_feedback"}
+    # A retriever the champion did not have is new, not unchanged.
+    assert "sparse" not in unchanged_modes(searcher, ["sparse"], {**champion, "indices/sparse": "s"}, champion)
