@@ -16,8 +16,9 @@ From the first promotion to the end, a `ServingSearcher` answers from 8 threads 
 `--pause` seconds, cycling over the served modes and the dataset's test queries); every failed request is
 counted with its error.
 
-Run from the repo root: `nice -n 10 .venv/bin/python -m bench.nightly_week` (writes
-reports/nightly_week.{json,md}; about two hours on 2 shared CPU cores). Needs no ../shared.
+Run from the repo root: `.venv/bin/python -m bench.nightly_week` (writes reports/nightly_week.{json,md});
+`--overrides bench/presets/small_catalog.yaml` shrinks the catalog and traffic to a fifth (what fits a
+session on 2 shared CPU cores). Needs no ../shared.
 """
 
 from __future__ import annotations
@@ -216,11 +217,11 @@ def main() -> None:
 
     project = WORK / "project"
     shutil.rmtree(WORK, ignore_errors=True)
+    overrides = yaml.safe_load(args.overrides.read_text()) if args.overrides else {}
     results: dict[str, Any] = {"commit": export_commit(args.commit, WORK / "code"), "nights": [],
-                               "params": "params.yaml of the commit (the embedded default)"
-                               + (" with --overrides" if args.overrides else "")}
-    new_project(project, yaml.safe_load(args.overrides.read_text()) if args.overrides else None,
-                source_root=WORK / "code")
+                               "params": "params.yaml of the commit (the embedded default) with `overrides`",
+                               "overrides": overrides}
+    new_project(project, overrides, source_root=WORK / "code")
     started = time.perf_counter()
     results["full_run"] = {"stages": dvc_repro([], WORK / "full_run.log", cwd=project)}
     results["full_run"]["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -267,6 +268,7 @@ def markdown(results: dict[str, Any]) -> str:
     full = results["full_run"]
     stage_names = list(full["stages"]) or sorted({s for n in results["nights"] for s in n["stages"]})
     lines = ["# Seven nights of the production loop on the embedded default", "",
+             f"Commit {results['commit'][:10]}; params overrides: `{json.dumps(results['overrides'])}`.", "",
              "`python -m bench.nightly_week` (bench/nightly_week.py): a copy of the pipeline in a fresh DVC project, "
              "the repo's params.yaml; each night the simulator adds one day after the last, `python -m nightly run "
              "--day` lands it, reruns what changed, gates and promotes. 2 shared CPU cores, no GPU.", "",
