@@ -50,11 +50,26 @@ def export_commit(rev: str, dest: Path) -> str:
     return commit
 
 
+def _without_modes_of(params: dict[str, Any], stages: set[str]) -> None:
+    """Leave out of `params` what would ask for the retrievers the dropped `stages` build: their modes in
+    evaluate.retrievers, and the search pipelines over them."""
+    from indexing.retriever import FAMILIES
+
+    gone = {mode for family in FAMILIES.values() if family.stage in stages for mode in family.modes}
+    evaluate = params.get("evaluate") or {}
+    if "retrievers" in evaluate:
+        evaluate["retrievers"] = [mode for mode in evaluate["retrievers"] if mode not in gone]
+    pipelines = (params.get("search") or {}).get("pipelines") or {}
+    for name in [name for name, spec in pipelines.items() if set(spec.get("modes", [])) & gone]:
+        del pipelines[name]
+
+
 def new_project(root: Path, overrides: Mapping[str, Any] | None = None, drop_stages: Iterable[str] = (),
                 code: Iterable[str] = CODE, source_root: Path = REPO) -> Path:
     """Copy the pipeline's code from `source_root` (the repo, or an `export_commit`) into `root` (created),
     write params.yaml (the source's with `overrides`) and a dvc.yaml without `drop_stages` (and without the
-    deps other stages had on their outputs), `git init` and `dvc init` it; return `root`."""
+    deps other stages had on their outputs, nor the modes their retrievers serve in evaluate and the search
+    pipelines), `git init` and `dvc init` it; return `root`."""
     root.mkdir(parents=True, exist_ok=True)
     for name in code:
         source = source_root / name
@@ -69,6 +84,8 @@ def new_project(root: Path, overrides: Mapping[str, Any] | None = None, drop_sta
         stage["deps"] = [dep for dep in stage.get("deps", []) if dep not in gone]
     (root / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
     params = merge_params(yaml.safe_load((source_root / "params.yaml").read_text()), overrides or {})
+    if dropped:
+        _without_modes_of(params, set(drop_stages))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "init", "-q"], root)

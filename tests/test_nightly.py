@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from clickloop.params import section
 from clickloop.sandbox import new_project, run
@@ -36,7 +35,6 @@ TINY = {
     "simulate": {"days": 2, "sessions_per_day": 250, "n_users": 60},
     "feedback": {"gnolr": {"max_epochs": 1}, "recommender": {"epochs": 2}},
     "index": {"dense": {"batch_size": 32}},
-    "evaluate": {"retrievers": ["bm25", "dense"]},
     # Generous latency guard: this machine is shared with benchmarks, and the guard is not what is tested.
     "nightly": {"window_days": 2, "keep_versions": 2,
                 "gate": {"latency": {"queries": 20, "max_ratio": 4.0, "slack_ms": 200.0}}},
@@ -54,9 +52,6 @@ def _run(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedPro
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = new_project(tmp_path_factory.mktemp("nightly"), TINY, drop_stages=TRAINING_STAGES)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["search"]["pipelines"] = {}  # they run the training stages' retrievers
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run([sys.executable, "-m", "dvc", "repro", "simulate"], root)
     # The new days arrive from outside: copies of the simulated days under new dates (new ids, new timestamps).
     # Each window must hold other traffic than the one before, or the retrained artifacts are the same bytes
