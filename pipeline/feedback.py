@@ -12,7 +12,9 @@ From `data/ingested/results.parquet` it writes, under `data/feedback/` (one atom
   (`models.recommendation.artifact`, served by `indexing.Recommender`), skipped with a reason
   when the logs name no users;
 
-and `metrics/feedback.json` with each model's held-out figures.
+and `metrics/feedback.json` with each model's held-out figures. Before anything is learned, the
+traffic guard (`models.traffic_guard`) sets aside the rows of clients whose volume or click pattern
+is implausible, counted by reason in `metrics/feedback.json` `traffic_guard`.
 
 It runs on whatever the logs hold. With no logged results at all (a new deployment, simulation
 off) it writes an empty `labels.parquet` and nothing else (the sparse stage then starts cold, the
@@ -42,6 +44,7 @@ from models.recommendation.artifact import train_recommender
 from models.recommendation.factorization import RecommenderConfig
 from models.relevance_labels import LABEL_COLUMNS, LabelConfig, relevance_labels, write_labels
 from models.reward import RewardConfig, reward_splits, train_feedback_models
+from models.traffic_guard import TrafficGuardConfig, guard
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class FeedbackConfig:
     gnolr: GNOLRConfig = field(default_factory=GNOLRConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    traffic_guard: TrafficGuardConfig = field(default_factory=TrafficGuardConfig)
     dataset_dir: str = "data/dataset"
     results_file: str = "data/ingested/results.parquet"
     out_dir: str = "data/feedback"
@@ -72,6 +76,13 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
             "for the examination curve and the labels, not for GNOLR, the reward or the recommender",
             unknown["result_rows"], unknown["distinct"], unknown["examples"],
         )
+    # Implausible clients (spam, click farms) are set aside, with the reason, before any model learns.
+    guarded = guard(results, config.traffic_guard)
+    results = guarded.kept
+    if guarded.report.get("clients_flagged"):
+        log.warning("traffic guard: %d clients flagged, %d of %d result rows set aside (%s)",
+                    guarded.report["clients_flagged"], guarded.report["rows_set_aside"], guarded.report["rows_in"],
+                    {r: v["clients"] for r, v in guarded.report["by_reason"].items() if v["clients"]})
     if results.is_empty():
         return _without_logs(config, unknown)
     known = results.filter(pl.col("doc_id").is_in(list(docs)))
@@ -99,6 +110,7 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "logs": _log_summary(results),
         "unknown_documents": unknown,
+        "traffic_guard": guarded.report,
         "propensity": {
             "estimator": curve.estimator,
             "theta": list(curve.relative),
