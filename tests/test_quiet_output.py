@@ -87,3 +87,20 @@ def test_training_prints_no_banners_tips_or_head_report() -> None:
              "LOAD REPORT", "cls.predictions", "were not sharded")
     for line in result.stderr.splitlines():
         assert not any(text in line for text in noise), line
+
+
+IDF_RUN = """
+    from transformers import AutoTokenizer
+    from clickloop.env import PACKAGED_MODEL, model_path
+    from models.sparse.idf import corpus_idf
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path(PACKAGED_MODEL)))
+    idf = corpus_idf(tokenizer, ["bees " * 600, "short"])  # one document past the model's 512 tokens
+    print(int(idf[tokenizer.convert_tokens_to_ids("bees")] < idf[tokenizer.convert_tokens_to_ids("moon")]))
+"""
+
+
+def test_document_frequencies_of_long_documents_raise_no_length_warning() -> None:
+    result = run_python(IDF_RUN)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"  # "bees" counted, in its long document
+    assert "Token indices sequence length" not in result.stderr, result.stderr

@@ -16,7 +16,10 @@ def corpus_idf(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_s
     """
     df = np.zeros(len(tokenizer), dtype=np.int64)
     for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(list(texts[start : start + batch_size]), add_special_tokens=False)["input_ids"]
+        # Whole documents, past the model's input length on purpose (document frequency counts every token):
+        # verbose=False keeps transformers from warning about a length no model will read.
+        encoded = tokenizer(list(texts[start : start + batch_size]), add_special_tokens=False,
+                            verbose=False)["input_ids"]
         for ids in encoded:
             df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
     n = len(texts)
