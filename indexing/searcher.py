@@ -15,6 +15,7 @@ from pathlib import Path
 from indexing.docstore import DOCS_FILE, DocStore
 from indexing.errors import CorruptIndexError, MissingIndexError, SearchInputError, require
 from indexing.fusion import Component, ScoredDoc, unfused
+from indexing.pipeline_choice import resolve_all
 from indexing.retriever import FAMILIES, MANIFEST_FILE, FeedbackRetriever, Retriever, discover, family_of, known_modes
 from indexing.search_pipeline import PRF_SUFFIX, SearchPipeline
 from indexing.settings import PipelineSpec, SearchConfig
@@ -45,19 +46,24 @@ class Searcher:
         all its modes together, a pipeline of `settings.pipelines` the modes it runs. By default
         every family whose folder the root holds is loaded, and every pipeline over them.
         A requested mode whose folder is missing raises MissingIndexError naming the stage that
-        builds it; an unknown mode raises SearchInputError.
+        builds it; an unknown mode raises SearchInputError. A pipeline with `auto` settings runs what
+        the `fusion` stage chose for this root (its pipelines.json); one without a choice is left out,
+        or, asked for by name, raises MissingIndexError.
         """
         settings = settings or SearchConfig()
         clashes = sorted(set(settings.pipelines) & set(known_modes()))
         if clashes:
             raise SearchInputError(f"pipeline name(s) {clashes} are retriever modes already; rename the pipelines")
-        # Pipelines asked for by name load their modes; with no `modes`, every pipeline whose modes load.
+        root = require(Path(index_root), "index root")
         named = None if modes is None else [mode for mode in modes if mode in settings.pipelines]
+        # `auto` settings take the fusion stage's choice (pipelines.json); a pipeline asked for by name must have one.
+        wanted = settings.pipelines if named is None else {name: settings.pipelines[name] for name in named}
+        specs = resolve_all(root, wanted, required=named or ())
+        # Pipelines asked for by name load their modes; with no `modes`, every pipeline whose modes load.
         if modes is not None:
             modes = [mode for mode in modes if mode not in settings.pipelines]
-            modes += [m for name in named for m in settings.pipelines[name].modes]
+            modes += [m for name in named for m in specs[name].modes]
         requested = None if modes is None else list(dict.fromkeys(family_of(mode) for mode in modes))
-        root = require(Path(index_root), "index root")
         found = discover(root)
         if requested is None:
             requested = [FAMILIES[kind] for kind in found]
@@ -77,7 +83,7 @@ class Searcher:
         self._own_feedback_prf = {mode: prf_mode for family in requested for mode, prf_mode in family.own_feedback_prf}
         self._pipelines = {
             name: SearchPipeline(name, spec, self._retrievers, self._own_feedback_prf)
-            for name, spec in settings.pipelines.items()
+            for name, spec in specs.items()
             if (name in named if named is not None else set(spec.modes) <= set(self._retrievers))
         }
         self.modes = tuple(mode for mode in known_modes() if mode in self._retrievers) + tuple(self._pipelines)
@@ -110,6 +116,9 @@ class Searcher:
     def _pipeline(self, mode: str | PipelineSpec, prf: bool | None) -> SearchPipeline | None:
         """What runs `mode` with `prf`: None for a retriever called directly, else a pipeline."""
         if isinstance(mode, PipelineSpec):
+            if mode.auto_fields:
+                raise SearchInputError(f"an ad hoc pipeline needs explicit {', '.join(mode.auto_fields)}; "
+                                       "auto is chosen by the fusion stage for the pipelines of params search")
             name, spec = "(ad hoc)", mode
         elif not isinstance(mode, str):
             raise SearchInputError(f"mode must be a mode name or a PipelineSpec, got {mode!r}")
@@ -128,15 +137,6 @@ class Searcher:
             spec = replace(spec, prf=[m for m in spec.modes if prf and self._has_prf(m)])
         return SearchPipeline(name, spec, self._retrievers, self._own_feedback_prf)
 
-    def _has_prf(self, mode: str) -> bool:
-        return isinstance(self._retrievers[mode], FeedbackRetriever) or mode in self._own_feedback_prf
-
-    def _retriever(self, mode: str) -> Retriever:
-        family_of(mode)  # an unknown mode gets the list of known ones
-        if mode not in self._retrievers:
-            raise SearchInputError(f"mode {mode!r} was not loaded; this Searcher has {', '.join(self.modes)}")
-        return self._retrievers[mode]
-
     def pipeline_spec(self, name: str) -> PipelineSpec:
         """What the loaded pipeline `name` runs (`auto` settings resolved)."""
         if name not in self._pipelines:
@@ -150,6 +150,15 @@ class Searcher:
     def prf_reads_own_ranking_only(self, mode: str) -> bool:
         """Whether `mode`'s PRF reads only its own top documents (RM3), so it cannot follow a fusion."""
         return mode in self._own_feedback_prf and not isinstance(self._retrievers[mode], FeedbackRetriever)
+
+    def _has_prf(self, mode: str) -> bool:
+        return isinstance(self._retrievers[mode], FeedbackRetriever) or mode in self._own_feedback_prf
+
+    def _retriever(self, mode: str) -> Retriever:
+        family_of(mode)  # an unknown mode gets the list of known ones
+        if mode not in self._retrievers:
+            raise SearchInputError(f"mode {mode!r} was not loaded; this Searcher has {', '.join(self.modes)}")
+        return self._retrievers[mode]
 
     def _hits(self, docs: list[ScoredDoc]) -> list[Hit]:
         hits = []

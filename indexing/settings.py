@@ -97,6 +97,9 @@ class SparseSettings:
 
 FUSION_POINTS = ("before", "after", "both")
 FUSION_METHODS = ("interpolate", "rrf")
+# A pipeline field set to this is chosen per collection by the `fusion` stage on held-out training queries
+# (pipeline/fusion.py); the Searcher reads the choice from the index root's pipelines.json.
+AUTO = "auto"
 
 
 @dataclass
@@ -107,12 +110,15 @@ class PipelineSpec:
     own retriever's top documents and the final rankings fuse; `before`, the first stages fuse and
     the fused top documents feed every PRF, whose rankings alone fuse into the result; `both`, the
     fused top documents feed the PRF and every mode's final ranking (PRF or not) fuses.
+
+    `weights`, `prf` and `fusion` may each be `auto` (AUTO): the `fusion` stage measures the choices on
+    held-out training queries, and a Searcher runs what it chose; explicit values are used as given.
     """
 
     modes: list[str]
-    weights: list[float] = field(default_factory=list)  # per mode, normalised to sum 1; empty: equal
-    prf: list[str] = field(default_factory=list)  # the modes whose PRF runs
-    fusion: str = "after"
+    weights: list[float] | str = field(default_factory=list)  # per mode, normalised to sum 1; empty: equal; auto
+    prf: list[str] | str = field(default_factory=list)  # the modes whose PRF runs; auto
+    fusion: str = "after"  # before | after | both | auto
     method: str = "interpolate"  # interpolate: weighted sum of per-query min-max scores; rrf: reciprocal ranks
     depth: int = 100  # documents each ranking contributes to the fusion (at least k)
     rrf_k: int = 60
@@ -120,18 +126,33 @@ class PipelineSpec:
     def __post_init__(self) -> None:
         if not self.modes or len(set(self.modes)) != len(self.modes):
             raise ValueError(f"a pipeline needs distinct modes, got {self.modes}")
-        if self.weights and (len(self.weights) != len(self.modes) or min(self.weights) < 0 or sum(self.weights) <= 0):
-            raise ValueError(f"weights must be one non-negative number per mode {self.modes}, got {self.weights}")
-        if not set(self.prf) <= set(self.modes):
+        for name in ("weights", "prf"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != AUTO:
+                raise ValueError(f"{name} must be a list or {AUTO!r}, got {value!r}")
+        weights = self.weights
+        if weights and weights != AUTO and (
+            len(weights) != len(self.modes) or min(weights) < 0 or sum(weights) <= 0
+        ):
+            raise ValueError(f"weights must be one non-negative number per mode {self.modes}, got {weights}")
+        if self.prf != AUTO and not set(self.prf) <= set(self.modes):
             raise ValueError(f"prf modes {self.prf} must be among the pipeline's modes {self.modes}")
-        if self.fusion not in FUSION_POINTS or self.method not in FUSION_METHODS:
+        if self.fusion not in (*FUSION_POINTS, AUTO) or self.method not in FUSION_METHODS:
             raise ValueError(f"fusion must be one of {FUSION_POINTS} and method one of {FUSION_METHODS}, got "
                              f"{self.fusion!r}, {self.method!r}")
         if self.depth < 1 or self.rrf_k < 0:
             raise ValueError(f"depth must be >= 1 and rrf_k >= 0, got {self.depth}, {self.rrf_k}")
 
+    @property
+    def auto_fields(self) -> list[str]:
+        """The fields left to the `fusion` stage's measurement."""
+        return [name for name in ("weights", "prf", "fusion") if getattr(self, name) == AUTO]
+
     def mode_weights(self) -> dict[str, float]:
         """Each mode's fusion weight, summing to 1."""
+        if self.auto_fields:
+            raise ValueError(f"pipeline fields {self.auto_fields} are {AUTO!r}: resolve them first "
+                             "(indexing.pipeline_choice.resolve)")
         weights = self.weights or [1.0] * len(self.modes)
         return {mode: w / sum(weights) for mode, w in zip(self.modes, weights, strict=True)}
 
