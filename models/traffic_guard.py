@@ -21,6 +21,8 @@ love rate and the crowd lift): a small client is never flagged on noise. Checks,
 
 - `click_rate_high`, `love_rate_high`, `crowd_disagreement` (z beyond `z_threshold`, on the side named):
   the client's rows are **excluded** from what the feedback models learn (weight 0);
+- passes after the first (`passes`) recompute every statistic without the clients excluded so far and
+  exclude those now beyond the threshold (many adversaries pollute the crowd's rates and widen the MAD);
 - `volume`: more than `max(volume_factor * median, min_volume_queries)` queries in the window: the
   client is **capped** to that many queries (its first ones, by day then query id); the rest of its rows
   are set aside.
@@ -65,6 +67,9 @@ class TrafficGuardConfig:
     min_volume_queries: int = 200
     # Floor on the spread (log-odds units), so a population with MAD 0 does not flag every deviation.
     min_spread: float = 0.05
+    # Rounds of the pattern checks: each next one recomputes the statistics without the clients excluded so
+    # far (many adversaries pollute the crowd's rates and widen the MAD, hiding some of them).
+    passes: int = 2
     # Flagged clients listed in the report (the most extreme first).
     report_clients: int = 20
 
@@ -74,8 +79,9 @@ class TrafficGuardConfig:
             raise ValueError(f"feedback.traffic_guard.checks: unknown {unknown}; choose from {PATTERN_CHECKS}")
         if self.z_threshold <= 0 or self.volume_factor <= 1 or self.min_spread <= 0:
             raise ValueError("feedback.traffic_guard: z_threshold and min_spread must be > 0, volume_factor > 1")
-        if min(self.min_impressions, self.min_clicks, self.min_volume_queries) < 1:
-            raise ValueError("feedback.traffic_guard: min_impressions, min_clicks, min_volume_queries must be >= 1")
+        if min(self.min_impressions, self.min_clicks, self.min_volume_queries, self.passes) < 1:
+            raise ValueError("feedback.traffic_guard: min_impressions, min_clicks, min_volume_queries, passes "
+                             "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,16 @@ def guard(results: pl.DataFrame, config: TrafficGuardConfig) -> GuardResult:
         reason = "disabled" if not config.enabled else "no logged results" if results.is_empty() else "no client_id"
         return GuardResult(results, pl.DataFrame(), {"skipped": reason, "rows_in": results.height,
                                                      "rows_kept": results.height, "rows_set_aside": 0})
-    clients = flag_clients(client_statistics(results), config)
+    clients = flag_clients(client_statistics(results), config).with_columns(pl.lit(1).alias("pass"))
+    for round_ in range(2, config.passes + 1):
+        excluded = clients.filter(pl.col("action") == "exclude")[CLIENT].implode()
+        again = flag_clients(client_statistics(results.filter(~pl.col(CLIENT).is_in(excluded))), config)
+        newly = again.filter((pl.col("action") == "exclude") & ~pl.col(CLIENT).is_in(excluded))
+        if newly.is_empty():
+            break
+        newly = newly.with_columns(pl.lit(round_).alias("pass"), pl.lit(clients["query_cap"][0]).alias("query_cap"))
+        clients = pl.concat([clients.filter(~pl.col(CLIENT).is_in(newly[CLIENT].implode())),
+                             newly.select(clients.columns)]).sort(CLIENT)
     action = clients.select(CLIENT, "action", "query_cap")
     marked = results.with_row_index("_row").join(action, on=CLIENT, how="left")
     # Capped clients keep their first `query_cap` queries (by day, then query id).
@@ -210,7 +225,7 @@ def _report(results: pl.DataFrame, marked: pl.DataFrame, clients: pl.DataFrame,
     z_columns = [c for c in clients.columns if c.endswith("_z")]
     worst = (flagged.with_columns(pl.max_horizontal([pl.col(c).abs() for c in z_columns]).alias("_worst"))
              .sort("_worst", descending=True, nulls_last=True).head(config.report_clients))
-    listed = ["client_id", "reasons", "action", "queries", "impressions", "clicks", "loves", "click_rate",
+    listed = ["client_id", "reasons", "action", "pass", "queries", "impressions", "clicks", "loves", "click_rate",
               "clicks_per_query", "deep_click_share", "crowd_lift", *z_columns]
     return {
         "rows_in": results.height,
@@ -220,6 +235,7 @@ def _report(results: pl.DataFrame, marked: pl.DataFrame, clients: pl.DataFrame,
         "clicks_set_aside": int(aside["clicked"].sum()),
         "clients": clients.height,
         "clients_flagged": flagged.height,
+        "clients_flagged_by_pass": {str(p): int((flagged["pass"] == p).sum()) for p in range(1, config.passes + 1)},
         "query_cap": int(clients["query_cap"][0]),
         "by_reason": by_reason,
         "by_action": by_action,

@@ -78,6 +78,7 @@ def test_every_row_is_accounted_for_by_reason(results: pl.DataFrame) -> None:
     assert report["by_reason"]["volume"] == {"clients": 1, "rows_set_aside": (2000 - report["query_cap"]) * PAGE,
                                              "clicks_set_aside": report["by_action"]["cap"]["clicks_set_aside"]}
     assert report["clients_flagged"] == len(report["flagged"]) == 2
+    assert sum(report["clients_flagged_by_pass"].values()) == 2
     assert out.kept.columns == results.columns
 
 
@@ -89,5 +90,7 @@ def test_statistics_and_switches(results: pl.DataFrame) -> None:
     assert disabled.kept.height == results.height and disabled.report["skipped"] == "disabled"
     empty = guard(results.head(0), TrafficGuardConfig())
     assert empty.kept.is_empty() and empty.report["rows_set_aside"] == 0
+    one_pass = guard(results, TrafficGuardConfig(passes=1, min_volume_queries=100))
+    assert set(one_pass.report["clients_flagged_by_pass"]) == {"1"}
     with pytest.raises(ValueError, match="unknown"):
         TrafficGuardConfig(checks=["nonsense"])

@@ -1,0 +1,194 @@
+"""The production path against the laboratory: do the same logs give the same retrievers?
+
+Project A is the embedded default through the simulated path (`dvc repro`, simulation on). Project B is
+what a search team without judgments would run: the same corpus written as a BEIR folder holding
+`corpus.jsonl` only (no queries, no qrels), `simulate.enabled: false`, and A's simulated UBI logs copied
+into its `feedback_logs/`. Both run `dvc repro` in a fresh DVC project built from a commit's code
+(`clickloop.sandbox`, under reports/tmp/production_path/), never in the working tree.
+
+B's evaluate stage has no judgments, so it reports only off-policy estimates; afterwards each project's
+retrievers (every `evaluate.retrievers` entry and every `search.pipelines` pipeline) are scored on A's
+hidden test judgments with the evaluate stage's own code (`pipeline.evaluate.judged_report`, run inside
+the project so it uses that project's code and params). Reported: nDCG@10 and R@100 per retriever for A
+and B and the difference, the wall time of each `dvc repro`, and what B's stages say they learned from.
+
+Run: `nice -n 15 .venv/bin/python -m bench.production_path [--rev HEAD] [--overrides bench/presets/small_catalog.yaml]`
+(writes reports/production_path.{json,md}; `--overrides` shrinks the catalog and traffic in both projects, which
+the report states).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clickloop.atomic import write_json, write_text
+from clickloop.sandbox import export_commit, merge_params, new_project, run
+
+WORK_DIR = Path("reports/tmp/production_path")
+REPORT = Path("reports/production_path")
+METRICS = ("nDCG@10", "R@100")
+REPRO_TIMEOUT_S = 5400
+
+# Runs inside a project (cwd): its code, its params; argv: hidden BEIR folder, runs folder.
+SCORE_SNIPPET = """
+import json, sys
+from clickloop.params import section
+from indexing import SearchConfig, Searcher
+from pipeline.evaluate import EvaluateConfig, judged_report
+
+config = section("evaluate", EvaluateConfig)
+settings = section("search", SearchConfig)
+config.retrievers = list(dict.fromkeys([*config.retrievers, *settings.pipelines]))
+config.dataset_dir, config.runs_dir = sys.argv[1], sys.argv[2]
+searcher = Searcher(config.index_root, modes=config.retrievers, settings=settings)
+print("SCORES " + json.dumps(judged_report(config, searcher)))
+"""
+
+
+def repro(project: Path) -> float:
+    """`dvc repro` in `project`; its wall time in seconds."""
+    start = time.perf_counter()
+    run([sys.executable, "-m", "dvc", "repro"], project, timeout=REPRO_TIMEOUT_S)
+    return time.perf_counter() - start
+
+
+def score(project: Path, hidden: Path, runs_dir: Path) -> dict[str, dict[str, float]]:
+    """The project's retrievers on the hidden judgments, by the evaluate stage's code."""
+    done = run([sys.executable, "-c", SCORE_SNIPPET, str(hidden.resolve()), str(runs_dir.resolve())], project)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("SCORES "))
+    return json.loads(line.removeprefix("SCORES "))
+
+
+def corpus_only_source(dataset_dir: Path, dest: Path) -> Path:
+    """A BEIR folder holding only A's corpus: what a user without judgments has."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(dataset_dir / "corpus.jsonl", dest / "corpus.jsonl")
+    return dest
+
+
+def copy_logs(log_root: Path, feedback_logs: Path) -> list[str]:
+    """A's simulated day folders into B's feedback_logs/ (as a user's UBI export lands); the days copied."""
+    days = sorted(p.name for p in log_root.iterdir() if p.is_dir())
+    for day in days:
+        shutil.copytree(log_root / day, feedback_logs / day)
+    return days
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rev", default="HEAD", help="the commit whose code both projects run")
+    parser.add_argument("--overrides", type=Path, default=None,
+                        help="a YAML of params laid over the commit's in both projects (a smaller catalog and traffic)")
+    args = parser.parse_args()
+
+    if WORK_DIR.exists():
+        shutil.rmtree(WORK_DIR)
+    source = WORK_DIR / "src"
+    commit = export_commit(args.rev, source)
+    shared: dict[str, Any] = yaml.safe_load(args.overrides.read_text()) if args.overrides else {}
+    lab = new_project(WORK_DIR / "a", shared, source_root=source)
+    print(f"A (simulated path) at {lab}: dvc repro", flush=True)
+    seconds_a = repro(lab)
+    print(f"A done in {seconds_a:.0f} s", flush=True)
+
+    byo = corpus_only_source(lab / "data" / "dataset", WORK_DIR / "b_source")
+    production = new_project(
+        WORK_DIR / "b",
+        merge_params(shared, {"dataset": {"source": str(byo.resolve())}, "simulate": {"enabled": False}}),
+        source_root=source,
+    )
+    days = copy_logs(lab / "data" / "simulated_logs", production / "feedback_logs")
+    print(f"B (production path) at {production}, {len(days)} days of logs: dvc repro", flush=True)
+    seconds_b = repro(production)
+    print(f"B done in {seconds_b:.0f} s", flush=True)
+
+    hidden = lab / "data" / "dataset"
+    scores = {"A": score(lab, hidden, WORK_DIR / "runs_a"), "B": score(production, hidden, WORK_DIR / "runs_b")}
+    rows = {}
+    for name in scores["A"]:
+        a, b = scores["A"][name], scores["B"].get(name, {})
+        rows[name] = {"A": {m: a[m] for m in METRICS}, "B": {m: b.get(m) for m in METRICS},
+                      "difference": {m: (b[m] - a[m]) if m in b else None for m in METRICS}}
+    metrics_b = {name: read_json(production / "metrics" / f"{name}.json")
+                 for name in ("dataset", "ingest", "feedback", "evaluate")}
+    metrics_a = {name: read_json(lab / "metrics" / f"{name}.json") for name in ("ingest", "evaluate")}
+    report = {
+        "commit": commit,
+        "overrides": shared,
+        "days": days,
+        "repro_seconds": {"A": round(seconds_a, 1), "B": round(seconds_b, 1)},
+        "hidden_judgments": "A's data/dataset qrels/test.tsv (B never sees them)",
+        "retrievers": rows,
+        "max_abs_difference": {m: max(abs(r["difference"][m]) for r in rows.values() if r["difference"][m] is not None)
+                               for m in METRICS},
+        "B_learned_from": {
+            "dataset": metrics_b["dataset"],
+            "ingest_accepted": metrics_b["ingest"].get("accepted", metrics_b["ingest"].get("totals")),
+            "feedback_logs": metrics_b["feedback"].get("logs"),
+            "feedback_labels": metrics_b["feedback"].get("labels"),
+            "traffic_guard": {k: v for k, v in metrics_b["feedback"].get("traffic_guard", {}).items()
+                              if k in ("rows_in", "rows_set_aside", "clients", "clients_flagged", "by_action")},
+            "sparse_signal": read_json(production / "metrics" / "sparse.json").get("signal"),
+            "dense_feedback_signal": read_json(production / "metrics" / "dense_feedback.json").get("signal"),
+            "evaluate_stage": metrics_b["evaluate"],
+        },
+        "A_ingest": metrics_a["ingest"].get("accepted", metrics_a["ingest"].get("totals")),
+    }
+    write_json(REPORT.with_suffix(".json"), report)
+    write_text(REPORT.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Production path vs simulated path (`python -m bench.production_path`)",
+        "",
+        f"Code: commit `{report['commit'][:12]}`. Params: the commit's, with overrides "
+        f"`{json.dumps(report['overrides'])}` in both projects. Logs: {len(report['days'])} days "
+        f"({report['days'][0]} .. {report['days'][-1]}).",
+        "",
+        "A: the embedded catalog, simulation on. B: A's corpus as a BEIR folder with `corpus.jsonl` only, "
+        "`simulate.enabled: false`, A's simulated logs in `feedback_logs/`. Both scored on A's hidden test "
+        "judgments by `pipeline.evaluate.judged_report`.",
+        "",
+        f"`dvc repro` wall time: A {report['repro_seconds']['A']:.0f} s, B {report['repro_seconds']['B']:.0f} s "
+        "(2 CPU cores shared with other jobs).",
+        "",
+        "| retriever | A nDCG@10 | B nDCG@10 | B - A | A R@100 | B R@100 | B - A |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in report["retrievers"].items():
+        cells = []
+        for metric in METRICS:
+            a, b, d = row["A"][metric], row["B"][metric], row["difference"][metric]
+            cells += [f"{a:.4f}", "—" if b is None else f"{b:.4f}", "—" if d is None else f"{d:+.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    learned = report["B_learned_from"]
+    lines += [
+        "",
+        f"Largest |B - A|: nDCG@10 {report['max_abs_difference']['nDCG@10']:.4f}, "
+        f"R@100 {report['max_abs_difference']['R@100']:.4f}.",
+        "",
+        "What B learned from (its own metrics): feedback logs "
+        f"{learned['feedback_logs']}; sparse signal `{learned['sparse_signal']}`, dense_feedback signal "
+        f"`{learned['dense_feedback_signal']}`; ingest accepted {learned['ingest_accepted']} "
+        f"(A: {report['A_ingest']}); traffic guard {learned.get('traffic_guard')}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
