@@ -1,6 +1,11 @@
 """Stage `evaluate`: judged metrics per retriever where judgments exist, counterfactual click
 metrics from the logs, as DVC metrics (one entry per retriever) and a DVC plot table. The
-retrievers search with the query-time settings of params.yaml `search`."""
+retrievers search with the query-time settings of params.yaml `search`.
+
+The counterfactual clicks@k are estimated three ways, each with its standard error and coverage:
+IPS (`ips_`), the direct model alone (`dm_`: the feedback stage's debiased labels, its reward
+model's click level where a pair was never shown) and doubly robust (`dr_`: the direct model
+corrected by IPS where the logs showed the target's documents; `clickloop.off_policy`)."""
 
 from __future__ import annotations
 
@@ -21,8 +26,10 @@ from clickloop.metrics import (
     ips_clicks_at_k,
     observed_clicks_at_k,
 )
+from clickloop.off_policy import direct_and_doubly_robust
 from clickloop.params import section
 from indexing import SearchConfig, Searcher
+from models.click_direct_model import click_relevance
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,8 @@ class EvaluateConfig:
     index_root: str = "data/indices"
     results_file: str = "data/ingested/results.parquet"
     propensities_file: str = "data/feedback/propensities.json"
+    feedback_dir: str = "data/feedback"  # labels.parquet and reward/: the direct model of the DM and DR estimates
+    doubly_robust: bool = True  # also the DM and DR estimates of clicks@k (needs the feedback stage's models)
     retrievers: list[str] = field(default_factory=lambda: ["bm25", "bm25_rm3", "dense", "sparse"])
     split: str = "test"
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
@@ -66,8 +75,11 @@ def judged_report(config: EvaluateConfig, searcher: Searcher) -> dict[str, dict[
     return report
 
 
-def counterfactual_report(config: EvaluateConfig, searcher: Searcher) -> dict[str, dict[str, float]]:
-    """Clicks@k each retriever would get on the logged traffic (IPS), beside the logging ranker's."""
+def counterfactual_report(
+    config: EvaluateConfig, searcher: Searcher, doubly_robust: bool = False
+) -> dict[str, dict[str, float]]:
+    """Clicks@k each retriever would get on the logged traffic (IPS; with `doubly_robust`, DM and DR
+    too), beside the logging ranker's."""
     results_file, propensities_file = Path(config.results_file), Path(config.propensities_file)
     if not results_file.is_file() or not propensities_file.is_file():
         log.info("no logs with an examination curve (%s): no off-policy estimates", propensities_file)
@@ -87,11 +99,23 @@ def counterfactual_report(config: EvaluateConfig, searcher: Searcher) -> dict[st
     key = f"clicks@{k}"
     report = {"logging": _estimate_row(key, observed_clicks_at_k(logged, k))}
     queries = {text: text for text in frequent.to_list()}
+    targets = {}
     for mode in config.retrievers:
         hits = searcher.batch_search(queries, k=k, mode=mode)
-        target = {text: [h.doc_id for h in ranked] for text, ranked in hits.items()}
-        estimate = ips_clicks_at_k(logged, target, propensities, k=k, clip=config.ips_clip)
+        targets[mode] = {text: [h.doc_id for h in ranked] for text, ranked in hits.items()}
+        estimate = ips_clicks_at_k(logged, targets[mode], propensities, k=k, clip=config.ips_clip)
         report[mode] = _estimate_row(f"ips_{key}", estimate)
+    if doubly_robust:
+        pairs = {(query, doc_id) for target in targets.values() for query, docs in target.items() for doc_id in docs}
+        relevance = click_relevance(sorted(pairs), Path(config.feedback_dir), Path(config.dataset_dir))
+        if relevance is None:
+            log.info("no feedback labels or reward model in %s: IPS estimates only", config.feedback_dir)
+            return report
+        for mode, target in targets.items():
+            for name, estimate in direct_and_doubly_robust(
+                logged, target, propensities, relevance, k=k, clip=config.ips_clip
+            ).items():
+                report[mode] |= _estimate_row(f"{name}_{key}", estimate)
     return report
 
 
@@ -107,7 +131,7 @@ def main() -> None:
     config.retrievers = list(dict.fromkeys([*config.retrievers, *settings.pipelines]))
     searcher = Searcher(config.index_root, modes=config.retrievers, settings=settings)
     judged = judged_report(config, searcher)
-    counterfactual = counterfactual_report(config, searcher)
+    counterfactual = counterfactual_report(config, searcher, config.doubly_robust)
     rows: dict[str, dict[str, float]] = {}
     for name in [*judged, *counterfactual]:
         rows[name] = {**judged.get(name, {}), **counterfactual.get(name, {})}
