@@ -12,9 +12,10 @@ hidden test judgments with the evaluate stage's own code (`pipeline.evaluate.jud
 the project so it uses that project's code and params). Reported: nDCG@10 and R@100 per retriever for A
 and B and the difference, the wall time of each `dvc repro`, and what B's stages say they learned from.
 
-Run: `nice -n 15 .venv/bin/python -m bench.production_path [--rev HEAD] [--overrides bench/presets/small_catalog.yaml]`
-(writes reports/production_path.{json,md}; `--overrides` shrinks the catalog and traffic in both projects, which
-the report states).
+Run: `nice -n 15 .venv/bin/python -m bench.production_path --overrides bench/presets/production_path.yaml`
+(`--rev` the commit, HEAD by default; `--phase a|b|score` one step on the projects already there, e.g. B beside
+A once A's logs exist). Writes reports/production_path.{json,md}; `--overrides` shrinks the catalog and traffic
+in both projects, which the report states.
 """
 
 from __future__ import annotations
@@ -91,29 +92,40 @@ def main() -> None:
     parser.add_argument("--rev", default="HEAD", help="the commit whose code both projects run")
     parser.add_argument("--overrides", type=Path, default=None,
                         help="a YAML of params laid over the commit's in both projects (a smaller catalog and traffic)")
+    parser.add_argument("--phase", choices=("all", "a", "b", "score"), default="all",
+                        help="run one step on the projects already under reports/tmp/production_path (B may run "
+                             "beside A once A's logs exist); all: start afresh")
     args = parser.parse_args()
 
-    if WORK_DIR.exists():
-        shutil.rmtree(WORK_DIR)
-    source = WORK_DIR / "src"
-    commit = export_commit(args.rev, source)
+    source, lab = WORK_DIR / "src", WORK_DIR / "a"
     shared: dict[str, Any] = yaml.safe_load(args.overrides.read_text()) if args.overrides else {}
-    lab = new_project(WORK_DIR / "a", shared, source_root=source)
-    print(f"A (simulated path) at {lab}: dvc repro", flush=True)
-    seconds_a = repro(lab)
-    print(f"A done in {seconds_a:.0f} s", flush=True)
+    if args.phase == "all":
+        if WORK_DIR.exists():
+            shutil.rmtree(WORK_DIR)
+        write_json(WORK_DIR / "setup.json", {"commit": export_commit(args.rev, source), "overrides": shared})
+        new_project(lab, shared, source_root=source)
+    setup = read_json(WORK_DIR / "setup.json")
+    if args.phase in ("all", "a"):
+        print(f"A (simulated path) at {lab}: dvc repro", flush=True)
+        write_json(WORK_DIR / "a_seconds.json", {"seconds": repro(lab)})
+    production = WORK_DIR / "b"
+    if args.phase in ("all", "b"):
+        byo = corpus_only_source(lab / "data" / "dataset", WORK_DIR / "b_source")
+        new_project(production, merge_params(setup["overrides"], {"dataset": {"source": str(byo.resolve())},
+                                                                   "simulate": {"enabled": False}}),
+                    source_root=source)
+        days = copy_logs(lab / "data" / "simulated_logs", production / "feedback_logs")
+        print(f"B (production path) at {production}, {len(days)} days of logs: dvc repro", flush=True)
+        write_json(WORK_DIR / "b_seconds.json", {"seconds": repro(production)})
+    if args.phase in ("all", "score"):
+        write_report(lab, production, setup)
 
-    byo = corpus_only_source(lab / "data" / "dataset", WORK_DIR / "b_source")
-    production = new_project(
-        WORK_DIR / "b",
-        merge_params(shared, {"dataset": {"source": str(byo.resolve())}, "simulate": {"enabled": False}}),
-        source_root=source,
-    )
-    days = copy_logs(lab / "data" / "simulated_logs", production / "feedback_logs")
-    print(f"B (production path) at {production}, {len(days)} days of logs: dvc repro", flush=True)
-    seconds_b = repro(production)
-    print(f"B done in {seconds_b:.0f} s", flush=True)
 
+def write_report(lab: Path, production: Path, setup: dict[str, Any]) -> None:
+    """Score both projects on A's hidden judgments; write the report."""
+    days = sorted(p.name for p in (production / "feedback_logs").iterdir() if p.is_dir())
+    seconds_a = read_json(WORK_DIR / "a_seconds.json")["seconds"]
+    seconds_b = read_json(WORK_DIR / "b_seconds.json")["seconds"]
     hidden = lab / "data" / "dataset"
     scores = {"A": score(lab, hidden, WORK_DIR / "runs_a"), "B": score(production, hidden, WORK_DIR / "runs_b")}
     rows = {}
@@ -125,8 +137,8 @@ def main() -> None:
                  for name in ("dataset", "ingest", "feedback", "evaluate")}
     metrics_a = {name: read_json(lab / "metrics" / f"{name}.json") for name in ("ingest", "evaluate")}
     report = {
-        "commit": commit,
-        "overrides": shared,
+        "commit": setup["commit"],
+        "overrides": setup["overrides"],
         "days": days,
         "repro_seconds": {"A": round(seconds_a, 1), "B": round(seconds_b, 1)},
         "hidden_judgments": "A's data/dataset qrels/test.tsv (B never sees them)",

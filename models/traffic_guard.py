@@ -15,9 +15,13 @@ window, the guard computes
   users who click what others pass over (the simulator's adversarial users, click farms boosting
   an item).
 
-Each statistic is compared with the population by a robust z-score, `(x - median) / (1.4826 * MAD)`
-over the clients with enough support for it (`min_impressions` for the click rate, `min_clicks` for the
-love rate and the crowd lift): a small client is never flagged on noise. Checks, each a reason:
+Each statistic is compared with the population by a robust z-score over the clients with enough support
+for it (`min_impressions` for the click rate, `min_clicks` for the love rate and the crowd lift):
+`(x - median) / (1.4826 * MAD * w)` (the MAD at least `min_spread`), where `w = sqrt(max(1, v / v_median))`
+widens the spread for a client whose own sampling variance `v` of the statistic (binomial for the
+log-odds, in proportion to 1 / clicks for the crowd lift) exceeds the typical client's: a client with few clicks or
+loves is judged against its noise, so it is not flagged on chance (9 loves in 9 clicks), and a heavy one
+is judged like a typical one. Checks, each a reason:
 
 - `click_rate_high`, `love_rate_high`, `crowd_disagreement` (z beyond `z_threshold`, on the side named):
   the client's rows are **excluded** from what the feedback models learn (weight 0);
@@ -123,15 +127,22 @@ def client_statistics(results: pl.DataFrame) -> pl.DataFrame:
         )
         .join(crowd, on=CLIENT, how="left")
     )
+    clicked_mean = pl.col("clicked_crowd") / pl.col("clicks")
+    shown_mean = pl.col("shown_crowd") / pl.col("impressions")
     return stats.with_columns(
         (pl.col("clicks") / pl.col("queries")).alias("clicks_per_query"),
         (pl.col("clicks") / pl.col("impressions")).alias("click_rate"),
         _log_odds(pl.col("clicks"), pl.col("impressions")).alias("click_rate_logit"),
+        _log_odds_variance(pl.col("clicks"), pl.col("impressions")).alias("click_rate_logit_var"),
         _log_odds(pl.col("loves"), pl.col("clicks")).alias("love_rate_logit"),
+        _log_odds_variance(pl.col("loves"), pl.col("clicks")).alias("love_rate_logit_var"),
         pl.when(pl.col("clicks") > 0).then(pl.col("deep_clicks") / pl.col("clicks")).alias("deep_click_share"),
         pl.when((pl.col("clicks") > 0) & (pl.col("shown_crowd") > 0))
-        .then(((pl.col("clicked_crowd") / pl.col("clicks")) / (pl.col("shown_crowd") / pl.col("impressions"))).log())
-        .alias("crowd_lift"),
+        .then((clicked_mean / shown_mean).log()).alias("crowd_lift"),
+        # Its noise is that of a mean over the client's clicks: variance in proportion to 1 / clicks (only the
+        # ratio to the typical client's matters). The delta method's would grow as the lift falls, hiding
+        # exactly the clients that click what the crowd passes over.
+        pl.when(pl.col("clicks") > 0).then(1.0 / pl.col("clicks")).alias("crowd_lift_var"),
     ).drop("clicked_crowd", "shown_crowd", "deep_clicks").sort(CLIENT)
 
 
@@ -151,10 +162,14 @@ def flag_clients(stats: pl.DataFrame, config: TrafficGuardConfig) -> pl.DataFram
         if values.len() < 3:  # no population to compare with
             stats = stats.with_columns(pl.lit(None, dtype=pl.Float64).alias(z_name))
         else:
+            # The MAD spread holds the sampling noise of a typical client; a client noisier than that (fewer
+            # clicks or impressions) is judged against a spread widened by its noise relative to the typical.
             median = float(values.median())
             spread = max(MAD_SCALE * float((values - median).abs().median()), config.min_spread)
-            stats = stats.with_columns(
-                pl.when(supported).then((pl.col(column) - median) / spread).alias(z_name))
+            typical = float(stats.filter(supported)[f"{column}_var"].median())
+            widen = (pl.col(f"{column}_var") / typical).clip(lower_bound=1.0).sqrt() if typical > 0 else pl.lit(1.0)
+            stats = stats.with_columns(pl.when(supported).then(
+                (pl.col(column) - median) / (spread * widen)).alias(z_name))
         if check in config.checks:
             flags.append(pl.when(side * pl.col(z_name) > config.z_threshold).then(pl.lit(check)))
     cap = volume_cap(stats["queries"], config)
@@ -247,6 +262,11 @@ def _report(results: pl.DataFrame, marked: pl.DataFrame, clients: pl.DataFrame,
 def _log_odds(k: pl.Expr, n: pl.Expr) -> pl.Expr:
     p = (k + 0.5) / (n + 1.0)
     return (p / (1.0 - p)).log()
+
+
+def _log_odds_variance(k: pl.Expr, n: pl.Expr) -> pl.Expr:
+    """Sampling variance of `_log_odds(k, n)` (binomial, with the same half-counts)."""
+    return 1.0 / (k + 0.5) + 1.0 / (n - k + 0.5)
 
 
 def _quantiles(values: pl.Series) -> dict[str, float | None]:

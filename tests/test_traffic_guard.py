@@ -14,7 +14,7 @@ from models.traffic_guard import TrafficGuardConfig, client_statistics, guard
 N_QUERIES, PAGE = 30, 10
 
 
-def _traffic(kind: str, client: str, n_queries: int, rng: np.random.Generator) -> list[dict]:
+def _traffic(kind: str, client: str, n_queries: int, rng: np.random.Generator, love: float = 0.3) -> list[dict]:
     """Pages of 10 results; documents 0-2 of each query are relevant. Normal users click relevant results
     (and love some), adversarial users click the irrelevant ones."""
     rows = []
@@ -29,7 +29,7 @@ def _traffic(kind: str, client: str, n_queries: int, rng: np.random.Generator) -
             rows.append({
                 "client_id": client, "query_id": f"{client}-q{i}", "user_query": f"query {q}",
                 "doc_id": f"d{q}-{doc}", "position": position, "clicked": clicked,
-                "loved": bool(clicked and rng.random() < 0.3), "day": dt.date(2025, 1, 6 + i % 7),
+                "loved": bool(clicked and rng.random() < love), "day": dt.date(2025, 1, 6 + i % 7),
             })
     return rows
 
@@ -44,6 +44,7 @@ def results() -> pl.DataFrame:
     rows += _traffic("adversarial", "adversary", 20, rng)
     rows += _traffic("adversarial", "small-adversary", 1, rng)  # too little support to judge
     rows += _traffic("normal", "bot", 2000, rng)  # plausible clicks, implausible volume
+    rows += _traffic("normal", "small-lover", 6, rng, love=1.0)  # loves all its ~10 clicks: chance at that size
     return pl.DataFrame(rows)
 
 
@@ -56,6 +57,7 @@ def test_flags_the_adversary_and_caps_the_bot_with_reasons(results: pl.DataFrame
     assert actions["adversary"] == "exclude" and "crowd_disagreement" in reasons["adversary"]
     assert actions["heavy"] is None
     assert actions["small-adversary"] is None  # one query: never flagged on noise
+    assert actions["small-lover"] is None
     assert actions["bot"] == "cap" and reasons["bot"] == ["volume"]
     assert sum(a is not None for k, a in actions.items() if k.startswith("normal-")) == 0
 
