@@ -116,8 +116,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--commit", default="HEAD", help="the committed code to run (default HEAD)")
     parser.add_argument("--overrides", type=Path, help="a YAML of params laid over the repo's instead of SMALL")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json (trials so far)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.markdown_only:
+        write_text(REPORT.with_suffix(".md"), markdown(json.loads(REPORT.with_suffix(".json").read_text())))
+        return
     shutil.rmtree(WORK, ignore_errors=True)
     project, snapshot = WORK / "project", WORK / "snapshot"
     commit = export_commit(args.commit, WORK / "code")
@@ -137,6 +141,8 @@ def main() -> None:
     reference = judged(project)
     log.info("reference night: %.0f s, %s", reference_seconds, reference)
 
+    params = ("params.yaml of the commit with bench.nightly_kill.SMALL" if not args.overrides else
+              "params.yaml of the commit with --overrides") + f", without the stages {', '.join(DROPPED_STAGES)}"
     rng = random.Random(args.seed)
     trials = []
     for trial in range(args.trials):
@@ -172,12 +178,10 @@ def main() -> None:
         log.info("trial %d: killed at %.0f s, served %s %s, rerun %s %s, converged %s, tmp %d/%d", trial, delay,
                  version, problems or "complete", rerun.returncode, decision, converged, len(left_by_kill),
                  len(row["temporaries_after_rerun"]))
-        write_json(REPORT.with_suffix(".json"), {"reference_seconds": reference_seconds, "reference": reference,
-                                                 "trials": trials})
+        write_json(REPORT.with_suffix(".json"), {"commit": commit, "reference_seconds": round(reference_seconds, 1),
+                                                 "reference": reference, "trials": trials, "params": params})
     results = {"commit": commit, "reference_seconds": round(reference_seconds, 1), "reference": reference,
-               "trials": trials,
-               "params": "params.yaml of the repo with bench.nightly_kill.SMALL" if not args.overrides else
-               "params.yaml of the repo with --overrides"}
+               "trials": trials, "params": params}
     write_json(REPORT.with_suffix(".json"), results)
     write_text(REPORT.with_suffix(".md"), markdown(results))
     print(REPORT.with_suffix(".md").read_text())
@@ -194,6 +198,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"trial kills night 2 (reference wall time {results['reference_seconds']:.0f} s) with SIGKILL on its "
              "whole process group after a uniform random delay, checks what serves, reruns the night and compares.",
              "",
+             f"Commit {str(results.get('commit', '?'))[:10]}; {results.get('params', '')}.", "",
              f"- trials: {len(trials)}, killed before the night finished: {len(killed)}",
              f"- served version complete and answering after the kill: **{complete} / {len(trials)}**",
              f"- rerun finished and converged to the reference metrics: **{converged} / {len(trials)}**",
