@@ -20,8 +20,20 @@ Truth scale: the reward is P(love | query, doc, shown at position 1) (learned ex
 theta_1 = 1); its truth is theta_1 x P(love | examined, grade), both measured on the
 simulator's truth rows (so noisy and adversarial users are included as they are in the logs).
 
-Run: `nice -n 10 .venv/bin/python -m bench.reward_model [--sessions-per-day N]`.
+Every figure is measured over several seeds (`--seeds`, 13 14 15 by default: the simulation,
+the query splits and GNOLR's training), and on two kinds of rows: the held-out day of the queries
+the reward trained on, and every day of a share of queries held out of training and calibration
+altogether (`heldout_query_fraction`): the reward on queries it has not seen, as a policy will
+ask it. Each seed also reports the calibration that was fitted (monotone: scale >= 0, or the
+model's own probabilities with the reason).
+
+Run: `nice -n 15 .venv/bin/python -m bench.reward_model [--sessions-per-day N] [--seeds 13 14 15]`.
 Writes reports/reward_model.json and .md and prints them.
+
+`--dataset default --pipeline-dir DIR` does the same on the embedded default's simulated week as
+the pipeline left it in DIR (`data/ingested/results.parquet`, `data/dataset/`,
+`data/simulated_truth/`; copy them out of a running checkout first): one simulation, the seeds
+vary the query splits and the training. Writes reports/reward_model_default.json and .md.
 
 `--pipeline` instead reads the default pipeline's outputs (after `dvc repro`): its reward AUC on
 the held-out day beside the truth's own AUC there; writes reports/reward_model_pipeline.json.
@@ -34,6 +46,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +63,7 @@ from clickloop.simulation.config import ExplorationConfig, SimulatorConfig
 from clickloop.simulation.simulator import Simulator
 from clickloop.simulation.ubi_logs import write_simulation
 from models.gnolr import GNOLRConfig
-from models.reward import RewardConfig, off_policy_report, split_by_day, train_feedback_models
+from models.reward import RewardConfig, off_policy_report, reward_splits, train_feedback_models
 from models.text_features import TextEmbeddingCache
 
 
@@ -68,14 +81,34 @@ class BenchConfig:
     unseen_per_query: int = 10  # sampled per query from each off-policy source
     off_policy_queries: int = 300
     seed: int = 13
+    seeds: tuple[int, ...] = (13, 14, 15)
     gnolr: GNOLRConfig = field(default_factory=GNOLRConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def with_seed(self, seed: int) -> BenchConfig:
+        """The same bench with `seed` for the simulation, the query splits and GNOLR's training."""
+        return dataclasses.replace(
+            self,
+            seed=seed,
+            gnolr=dataclasses.replace(self.gnolr, seed=seed),
+            reward=dataclasses.replace(self.reward, seed=seed),
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions-per-day", type=int, default=BenchConfig.sessions_per_day)
     parser.add_argument("--epochs", type=int, default=GNOLRConfig.max_epochs)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(BenchConfig.seeds))
+    parser.add_argument("--dataset", choices=("scifact", "default"), default="scifact")
+    parser.add_argument("--pipeline-dir", type=Path, default=REPO, help="--dataset default: where data/ lies")
+    parser.add_argument("--search-share", type=float, default=1.0,
+                        help="--dataset default: keep this share of the logged searches (all queries)")
+    parser.add_argument("--work-dir", type=Path, default=BenchConfig.work_dir)
+    parser.add_argument("--no-doc-id", action="store_true", help="GNOLR without document-id embeddings (text only)")
+    parser.add_argument("--report-file", type=Path, default=None, help="instead of reports/reward_model[_default].json")
+    parser.add_argument("--off-policy-queries", type=int, default=BenchConfig.off_policy_queries,
+                        help="queries of the never-shown-pairs report (0: no such report)")
     parser.add_argument("--pipeline", action="store_true", help="the default pipeline's reward against its ceiling")
     args = parser.parse_args()
     if args.pipeline:
@@ -83,11 +116,69 @@ def main() -> None:
         write_json(REPO / "reports" / "reward_model_pipeline.json", report)
         print(json.dumps(report, indent=2))
         return
-    config = BenchConfig(sessions_per_day=args.sessions_per_day, gnolr=GNOLRConfig(max_epochs=args.epochs))
-    report = run(config)
-    write_json(config.report_file, report)
-    write_text(config.report_file.with_suffix(".md"), markdown(report))
-    print(markdown(report))
+    config = BenchConfig(
+        sessions_per_day=args.sessions_per_day,
+        gnolr=GNOLRConfig(max_epochs=args.epochs, use_doc_id=not args.no_doc_id),
+        seeds=tuple(args.seeds),
+        work_dir=args.work_dir,
+        off_policy_queries=args.off_policy_queries,
+    )
+    if args.dataset == "default":
+        config = dataclasses.replace(config, report_file=REPO / "reports" / "reward_model_default.json")
+    if args.report_file:
+        config = dataclasses.replace(config, report_file=args.report_file)
+        share = f", {args.search_share:.0%} of its searches" if args.search_share < 1 else ""
+        dataset = f"embedded default (the pipeline's simulated week{share}, GNOLR {args.epochs} epochs)"
+        report = run_seeds(config, lambda seeded: run_pipeline_logs(seeded, args.pipeline_dir, args.search_share),
+                           dataset)
+    else:
+        dataset = f"SciFact train queries, simulated over BM25 ({args.sessions_per_day} sessions a day for 7 days)"
+        report = run_seeds(config, run, dataset)
+    print(markdown_seeds(report))
+
+
+def run_seeds(config: BenchConfig, bench: Callable[[BenchConfig], dict[str, Any]], dataset: str) -> dict[str, Any]:
+    """`bench` once per seed; the report (per-seed summary rows, their mean and sd) is written after each."""
+    per_seed: dict[str, Any] = {}
+    for seed in config.seeds:
+        per_seed[str(seed)] = bench(config.with_seed(seed))
+        print(json.dumps(summary_row(per_seed[str(seed)])), flush=True)
+        report = _seeds_report(per_seed) | {"dataset": dataset}
+        write_json(config.report_file, report)
+        write_text(config.report_file.with_suffix(".md"), markdown_seeds(report))
+    return report
+
+
+def _seeds_report(per_seed: dict[str, Any]) -> dict[str, Any]:
+    rows = {seed: summary_row(report) for seed, report in per_seed.items()}
+    numbers = list(dict.fromkeys(k for r in rows.values() for k, v in r.items() if isinstance(v, float)))
+    spread = {
+        k: {"mean": float(np.mean(values)), "sd": float(np.std(values)), "min": float(np.min(values))}
+        for k in numbers
+        if (values := [r[k] for r in rows.values() if isinstance(r.get(k), float)])
+    }
+    return {"summary": {"per_seed": rows, "over_seeds": spread}, "seeds": per_seed}
+
+
+def summary_row(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of one seed: held-out day and held-out queries, calibration."""
+    metrics = report["feedback_metrics"]
+    day, unseen = metrics["reward"], metrics["reward_heldout_queries"]
+    row: dict[str, Any] = {
+        "day_auc": day["auc"], "day_auc_reward_only": day["auc_reward_only"], "day_ece": day["ece"],
+        "day_auc_truth_ceiling": report["baselines_held_out_day"]["auc_truth_ceiling"],
+        "calibration": day["calibration"]["method"], "platt_scale": day["platt"][0],
+        "unconstrained_scale": day["calibration"].get("unconstrained_scale"),
+        "calibration_queries": metrics["split"]["calibration_queries"],
+        "heldout_queries": metrics["split"]["heldout_queries"],
+    }
+    if "skipped" not in unseen:
+        row |= {
+            "queries_auc": unseen["auc"], "queries_auc_reward_only": unseen["auc_reward_only"],
+            "queries_ece": unseen["ece"], "queries_auc_truth_ceiling": report["heldout_queries"]["auc_truth_ceiling"],
+            "queries_auc_relevant": report["heldout_queries"]["auc_relevant_pairs"],
+        }
+    return row
 
 
 def run(config: BenchConfig) -> dict[str, Any]:
@@ -99,32 +190,76 @@ def run(config: BenchConfig) -> dict[str, Any]:
     results, truth = simulate(config, queries, candidates, qrels)
     timings = {"simulate_and_ingest_s": time.monotonic() - started}
 
+    report = train_and_score(config, results, truth, docs, timings)
+    models = report.pop("models")
+    true_reward = report["true_reward_by_grade"]
+    if config.off_policy_queries > 0:
+        unseen, shown = off_policy_pairs(config, results, truth, queries, candidates, docs, qrels, true_reward)
+        report["off_policy"] = off_policy_report(models.reward, unseen, shown, docs)
+    report["timings"] = timings | {"total_s": time.monotonic() - started}
+    return report
+
+
+def run_pipeline_logs(config: BenchConfig, pipeline_dir: Path, search_share: float = 1.0) -> dict[str, Any]:
+    """The same figures on the logs and truth a pipeline run left in `pipeline_dir` (one simulation);
+    `search_share` < 1 keeps that share of the searches (chosen by a hash of the search id)."""
+    started = time.monotonic()
+    docs = {doc.doc_id: doc.contents for doc in BeirDataset(pipeline_dir / "data" / "dataset").corpus()}
+    results = pl.read_parquet(pipeline_dir / "data" / "ingested" / "results.parquet")
+    results = results.filter(pl.col("doc_id").is_in(list(docs)))
+    if search_share < 1:
+        results = results.filter(pl.col("query_id").hash(seed=7) % 10_000 < int(search_share * 10_000))
+    truth = read_truth(pipeline_dir / "data" / "simulated_truth" / "results.parquet")
+    report = train_and_score(config, results, truth, docs, {})
+    report.pop("models")
+    report["timings"]["total_s"] = time.monotonic() - started
+    return report
+
+
+def train_and_score(
+    config: BenchConfig, results: pl.DataFrame, truth: pl.DataFrame, docs: dict[str, str], timings: dict[str, float]
+) -> dict[str, Any]:
+    """Train the feedback models on `results`; score them on the held-out day and held-out queries."""
     trained_at = time.monotonic()
-    cache_dir = config.work_dir / "doc_embeddings"
+    cache_dir = config.work_dir / f"doc_embeddings_{len(docs)}"
     doc_features = TextEmbeddingCache.load(cache_dir) if (cache_dir / "keys.json").is_file() else None
     models = train_feedback_models(results, docs, config.gnolr, config.reward, text_features=doc_features)
     timings["train_s"] = time.monotonic() - trained_at
+    with atomic_path(cache_dir) as staged:  # holds every document embedded above, for the next run
+        models.gnolr.doc_features.save(staged)
     true_reward = true_reward_by_grade(truth)
-    train, test = split_by_day(results, config.reward.holdout_days)
-    test = test.join(truth, on=["query_id", "doc_id"], how="left")
-    if test["grade"].null_count():
-        raise RuntimeError("held-out results without a truth row: the simulator and ingest disagree")
-
+    splits = reward_splits(results, config.reward)
+    test = _with_grades(splits.test, truth)
+    heldout = _with_grades(splits.heldout_queries, truth)
     report: dict[str, Any] = {
         "config": portable(dataclasses.asdict(config)),
         "n_results": results.height,
         "n_days": results["day"].n_unique(),
         "feedback_metrics": models.metrics,
-        "baselines_held_out_day": baselines(train, test) | {"auc_truth_ceiling": truth_auc(test, truth)},
+        "baselines_held_out_day": baselines(pl.concat([splits.fit, splits.calibration]), test)
+        | {"auc_truth_ceiling": truth_auc(test, truth)},
         "reward_vs_truth_held_out_day": reward_vs_truth(models.reward.predict(test, docs), test, true_reward),
         "true_reward_by_grade": true_reward,
+        "timings": timings,
+        "models": models,
     }
-    unseen, shown = off_policy_pairs(config, results, truth, queries, candidates, docs, qrels, true_reward)
-    report["off_policy"] = off_policy_report(models.reward, unseen, shown, docs)
-    with atomic_path(cache_dir) as staged:  # holds every document embedded above, for the next run
-        models.gnolr.doc_features.save(staged)
-    report["timings"] = timings | {"total_s": time.monotonic() - started}
+    if not heldout.is_empty():
+        pairs = heldout.unique(["user_query", "doc_id"])
+        report["heldout_queries"] = {
+            "auc_truth_ceiling": truth_auc(heldout, truth),
+            "pairs": pairs.height,
+            "auc_relevant_pairs": float(roc_auc_score(pairs["grade"] > 0, models.reward.predict(pairs, docs)))
+            if 0 < int((pairs["grade"] > 0).sum()) < pairs.height else float("nan"),
+            "reward_vs_truth": reward_vs_truth(models.reward.predict(heldout, docs), heldout, true_reward),
+        }
     return report
+
+
+def _with_grades(frame: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
+    joined = frame.join(truth, on=["query_id", "doc_id"], how="left")
+    if joined["grade"].null_count():
+        raise RuntimeError("results without a truth row: the simulator and ingest disagree")
+    return joined
 
 
 def bm25_candidates(config: BenchConfig, dataset: BeirDataset, queries: dict[str, str]) -> dict[str, list[str]]:
@@ -143,7 +278,7 @@ def simulate(
         exploration=ExplorationConfig(scheme="shuffle_top_n", share=config.exploration_share, n=config.shown),
     )
     simulator = Simulator(simulator_config, queries, candidates, qrels, config.seed)
-    run_dir = config.work_dir / f"sim_{config.days}x{config.sessions_per_day}"
+    run_dir = config.work_dir / f"sim_{config.days}x{config.sessions_per_day}_seed{config.seed}"
     if not (run_dir / "ingested" / "results.parquet").is_file():
         write_simulation(simulator, run_dir / "logs", run_dir / "truth")
         ingest_logs(run_dir / "logs", run_dir)
@@ -308,7 +443,7 @@ def markdown(report: dict[str, Any]) -> str:
         "share of irrelevant > median shown-relevant | AUC relevant |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for source, m in report["off_policy"].items():
+    for source, m in report.get("off_policy", {}).items():
         if isinstance(m, dict):
             lines.append(
                 f"| {source} | {m['n']} | {m['share_relevant']:.4f} | {m['mean_predicted']:.4f} | "
@@ -316,6 +451,43 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{m.get('share_irrelevant_above_median_shown_relevant', float('nan')):.4f} | "
                 f"{m['auc_relevant']:.4f} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_seeds(report: dict[str, Any]) -> str:
+    """The per-seed summary table, then each seed's full tables."""
+    rows = report["summary"]["per_seed"]
+    lines = [
+        f"# P[love] reward on queries it has not seen: {report['dataset']}",
+        "",
+        "AUC of the position-aware prediction against the logged loves (and of the reward alone, without the",
+        "position factor), ECE (10 bins); `held-out day`: the last day of the queries the reward trained on;",
+        "`held-out queries`: every day of queries never trained or calibrated on. Ceiling: the truth's own AUC.",
+        "`AUC relevant`: the reward alone against true relevance (grade > 0) on the held-out queries' shown pairs.",
+        "",
+        "| seed | day AUC | day AUC reward only | day ECE | day ceiling | queries | queries AUC | "
+        "queries AUC reward only | queries ECE | queries ceiling | AUC relevant | calibration | Platt scale "
+        "(unconstrained) | calibration queries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+    for seed, r in rows.items():
+        lines.append(
+            f"| {seed} | {f(r['day_auc'])} | {f(r['day_auc_reward_only'])} | {f(r['day_ece'])} | "
+            f"{f(r['day_auc_truth_ceiling'])} | {r['heldout_queries']} | {f(r.get('queries_auc'))} | "
+            f"{f(r.get('queries_auc_reward_only'))} | {f(r.get('queries_ece'))} | "
+            f"{f(r.get('queries_auc_truth_ceiling'))} | {f(r.get('queries_auc_relevant'))} | {r['calibration']} | "
+            f"{f(r['platt_scale'])} ({f(r['unconstrained_scale'])}) | {r['calibration_queries']} |"
+        )
+    spread = report["summary"]["over_seeds"]
+    lines += ["", "Mean ± sd over seeds: " + ", ".join(
+        f"{k} {v['mean']:.4f} ± {v['sd']:.4f}" for k, v in spread.items() if k != "platt_scale"), ""]
+    for seed, seed_report in report["seeds"].items():
+        body = markdown(seed_report).split("\n", 1)[1]
+        lines += [f"## Seed {seed}", body]
     return "\n".join(lines) + "\n"
 
 
