@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 
 from clickloop.atomic import write_json, write_text
@@ -47,25 +48,58 @@ from pipeline.evaluate import EvaluateConfig, judged_report
 
 config = section("evaluate", EvaluateConfig)
 settings = section("search", SearchConfig)
-config.retrievers = list(dict.fromkeys([*config.retrievers, *settings.pipelines]))
+wanted = list(dict.fromkeys([*config.retrievers, *settings.pipelines]))
+searcher = Searcher(config.index_root, settings=settings)  # every retriever folder the index root holds
+config.retrievers = [name for name in wanted if name in searcher.modes]
+print("SKIPPED " + json.dumps([name for name in wanted if name not in searcher.modes]))
 config.dataset_dir, config.runs_dir = sys.argv[1], sys.argv[2]
-searcher = Searcher(config.index_root, modes=config.retrievers, settings=settings)
 print("SCORES " + json.dumps(judged_report(config, searcher)))
 """
 
 
-def repro(project: Path) -> float:
-    """`dvc repro` in `project`; its wall time in seconds."""
+def repro(project: Path, targets: list[str]) -> float:
+    """`dvc repro` (of `targets`, or every stage) in `project`; its wall time in seconds."""
     start = time.perf_counter()
-    run([sys.executable, "-m", "dvc", "repro"], project, timeout=REPRO_TIMEOUT_S)
+    run([sys.executable, "-m", "dvc", "repro", *targets], project, timeout=REPRO_TIMEOUT_S)
     return time.perf_counter() - start
 
 
-def score(project: Path, hidden: Path, runs_dir: Path) -> dict[str, dict[str, float]]:
-    """The project's retrievers on the hidden judgments, by the evaluate stage's code."""
+def score(project: Path, hidden: Path, runs_dir: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The project's retrievers on the hidden judgments, by the evaluate stage's code; and the ones not built
+    (their stage has not run)."""
     done = run([sys.executable, "-c", SCORE_SNIPPET, str(hidden.resolve()), str(runs_dir.resolve())], project)
-    line = next(line for line in done.stdout.splitlines() if line.startswith("SCORES "))
-    return json.loads(line.removeprefix("SCORES "))
+    lines = done.stdout.splitlines()
+    skipped = json.loads(next(line for line in lines if line.startswith("SKIPPED ")).removeprefix("SKIPPED "))
+    return json.loads(next(line for line in lines if line.startswith("SCORES ")).removeprefix("SCORES ")), skipped
+
+
+def compare_ingested(lab: Path, production: Path) -> dict[str, Any]:
+    """The ingest stage's tables in A (from the simulated logs) and B (from feedback_logs/): identical?"""
+    out: dict[str, Any] = {}
+    for table in ("queries", "events", "results"):
+        a, b = (pl.read_parquet(project / "data" / "ingested" / f"{table}.parquet") for project in (lab, production))
+        same_columns = a.columns == b.columns
+        identical = same_columns and a.sort(a.columns[:3]).equals(b.sort(b.columns[:3]))
+        out[table] = {"rows_A": a.height, "rows_B": b.height, "identical": identical}
+    return out
+
+
+def compare_labels(lab: Path, production: Path) -> dict[str, Any]:
+    """The feedback stage's labels and examination curve in A and B: what each learned from the same logs."""
+    paths = [project / "data" / "feedback" / "labels.parquet" for project in (lab, production)]
+    if not all(path.is_file() for path in paths):
+        return {"skipped": "a feedback stage has not finished"}
+    a, b = (pl.read_parquet(path) for path in paths)
+    joined = a.join(b, on=["query", "doc_id"], suffix="_b")
+    curves = [read_json(project / "data" / "feedback" / "propensities.json").get("propensities", [])
+              for project in (lab, production)]
+    return {
+        "pairs": {"A": a.height, "B": b.height, "both": joined.height},
+        "max_abs_difference": {column: float((joined[column] - joined[f"{column}_b"]).abs().max())
+                               for column in ("n_clicks", "ips_label", "posterior_relevance")},
+        "propensities_max_abs_difference": max((abs(x - y) for x, y in zip(*curves, strict=True)), default=None)
+        if len(curves[0]) == len(curves[1]) else "different lengths",
+    }
 
 
 def corpus_only_source(dataset_dir: Path, dest: Path) -> Path:
@@ -95,6 +129,11 @@ def main() -> None:
     parser.add_argument("--phase", choices=("all", "a", "b", "score"), default="all",
                         help="run one step on the projects already under reports/tmp/production_path (B may run "
                              "beside A once A's logs exist); all: start afresh")
+    parser.add_argument("--targets", nargs="*", default=[],
+                        help="stages to reproduce with what they depend on (default: every stage), e.g. "
+                             "dense_feedback when time is short")
+    parser.add_argument("--no-score", action="store_true",
+                        help="write the report from what the stages wrote, without scoring the retrievers")
     args = parser.parse_args()
 
     source, lab = WORK_DIR / "src", WORK_DIR / "a"
@@ -107,27 +146,30 @@ def main() -> None:
     setup = read_json(WORK_DIR / "setup.json")
     if args.phase in ("all", "a"):
         print(f"A (simulated path) at {lab}: dvc repro", flush=True)
-        write_json(WORK_DIR / "a_seconds.json", {"seconds": repro(lab)})
+        write_json(WORK_DIR / "a_seconds.json", {"seconds": repro(lab, args.targets), "targets": args.targets})
     production = WORK_DIR / "b"
-    if args.phase in ("all", "b"):
+    if args.phase in ("all", "b") and not production.exists():
         byo = corpus_only_source(lab / "data" / "dataset", WORK_DIR / "b_source")
         new_project(production, merge_params(setup["overrides"], {"dataset": {"source": str(byo.resolve())},
                                                                    "simulate": {"enabled": False}}),
                     source_root=source)
-        days = copy_logs(lab / "data" / "simulated_logs", production / "feedback_logs")
-        print(f"B (production path) at {production}, {len(days)} days of logs: dvc repro", flush=True)
-        write_json(WORK_DIR / "b_seconds.json", {"seconds": repro(production)})
+        copy_logs(lab / "data" / "simulated_logs", production / "feedback_logs")
+    if args.phase in ("all", "b"):
+        print(f"B (production path) at {production}: dvc repro {' '.join(args.targets)}", flush=True)
+        write_json(WORK_DIR / "b_seconds.json", {"seconds": repro(production, args.targets), "targets": args.targets})
     if args.phase in ("all", "score"):
-        write_report(lab, production, setup)
+        write_report(lab, production, setup, scored=not args.no_score)
 
 
-def write_report(lab: Path, production: Path, setup: dict[str, Any]) -> None:
+def write_report(lab: Path, production: Path, setup: dict[str, Any], scored: bool = True) -> None:
     """Score both projects on A's hidden judgments; write the report."""
     days = sorted(p.name for p in (production / "feedback_logs").iterdir() if p.is_dir())
-    seconds_a = read_json(WORK_DIR / "a_seconds.json")["seconds"]
-    seconds_b = read_json(WORK_DIR / "b_seconds.json")["seconds"]
+    seconds = {name: read_json(WORK_DIR / f"{name.lower()}_seconds.json") for name in ("A", "B")}
     hidden = lab / "data" / "dataset"
-    scores = {"A": score(lab, hidden, WORK_DIR / "runs_a"), "B": score(production, hidden, WORK_DIR / "runs_b")}
+    (scores_a, skipped_a), (scores_b, skipped_b) = (
+        (score(lab, hidden, WORK_DIR / "runs_a"), score(production, hidden, WORK_DIR / "runs_b")) if scored
+        else (({}, ["not scored (--no-score)"]), ({}, ["not scored (--no-score)"])))
+    scores = {"A": scores_a, "B": scores_b}
     rows = {}
     for name in scores["A"]:
         a, b = scores["A"][name], scores["B"].get(name, {})
@@ -140,11 +182,17 @@ def write_report(lab: Path, production: Path, setup: dict[str, Any]) -> None:
         "commit": setup["commit"],
         "overrides": setup["overrides"],
         "days": days,
-        "repro_seconds": {"A": round(seconds_a, 1), "B": round(seconds_b, 1)},
+        "repro_seconds": {name: round(value["seconds"], 1) if value else None for name, value in seconds.items()},
+        "repro_targets": {name: value.get("targets", []) if value else None for name, value in seconds.items()},
+        "stages_finished": {name: sorted(p.stem for p in (project / "metrics").glob("*.json"))
+                            for name, project in (("A", lab), ("B", production))},
+        "not_built": {"A": skipped_a, "B": skipped_b},
+        "ingested": compare_ingested(lab, production),
+        "labels": compare_labels(lab, production),
         "hidden_judgments": "A's data/dataset qrels/test.tsv (B never sees them)",
         "retrievers": rows,
-        "max_abs_difference": {m: max(abs(r["difference"][m]) for r in rows.values() if r["difference"][m] is not None)
-                               for m in METRICS},
+        "max_abs_difference": {m: max((abs(r["difference"][m]) for r in rows.values()
+                                       if r["difference"][m] is not None), default=None) for m in METRICS},
         "B_learned_from": {
             "dataset": metrics_b["dataset"],
             "ingest_accepted": metrics_b["ingest"].get("accepted", metrics_b["ingest"].get("totals")),
@@ -175,8 +223,19 @@ def markdown(report: dict[str, Any]) -> str:
         "`simulate.enabled: false`, A's simulated logs in `feedback_logs/`. Both scored on A's hidden test "
         "judgments by `pipeline.evaluate.judged_report`.",
         "",
-        f"`dvc repro` wall time: A {report['repro_seconds']['A']:.0f} s, B {report['repro_seconds']['B']:.0f} s "
-        "(2 CPU cores shared with other jobs).",
+        f"`dvc repro` wall time of the last run (targets {report['repro_targets']}; 2 CPU cores shared with "
+        "other jobs): "
+        + ", ".join(f"{name} " + (f"{value:.0f} s" if value else "did not finish")
+                    for name, value in report["repro_seconds"].items()) + ".",
+        "",
+        "Stages finished: " + "; ".join(f"{name}: {', '.join(stages)}"
+                                        for name, stages in report["stages_finished"].items()) + ". Not built "
+        "(their stage did not run), so not scored: "
+        + "; ".join(f"{name}: {', '.join(modes) or 'none'}" for name, modes in report["not_built"].items()) + ".",
+        "",
+        f"Ingested tables, A (simulated logs) against B (feedback_logs/): {report['ingested']}.",
+        "",
+        f"Feedback stage, A against B (labels per (query, document) and the examination curve): {report['labels']}.",
         "",
         "| retriever | A nDCG@10 | B nDCG@10 | B - A | A R@100 | B R@100 | B - A |",
         "|---|---|---|---|---|---|---|",
@@ -188,10 +247,11 @@ def markdown(report: dict[str, Any]) -> str:
             cells += [f"{a:.4f}", "—" if b is None else f"{b:.4f}", "—" if d is None else f"{d:+.4f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     learned = report["B_learned_from"]
+    largest = report["max_abs_difference"]
     lines += [
         "",
-        f"Largest |B - A|: nDCG@10 {report['max_abs_difference']['nDCG@10']:.4f}, "
-        f"R@100 {report['max_abs_difference']['R@100']:.4f}.",
+        "Largest |B - A|: " + ", ".join(f"{m} " + ("—" if largest[m] is None else f"{largest[m]:.4f}")
+                                        for m in METRICS) + ".",
         "",
         "What B learned from (its own metrics): feedback logs "
         f"{learned['feedback_logs']}; sparse signal `{learned['sparse_signal']}`, dense_feedback signal "
