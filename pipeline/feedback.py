@@ -40,7 +40,7 @@ from clickloop.beir import BeirDataset
 from clickloop.params import load_params, section
 from models.gnolr import GNOLRConfig, level_labels
 from models.propensity import QUERY, PropensityConfig, estimate_propensities
-from models.recommendation.artifact import train_recommender
+from models.recommendation.artifact import dense_item_features, train_recommender
 from models.recommendation.factorization import RecommenderConfig
 from models.relevance_labels import LABEL_COLUMNS, LabelConfig, relevance_labels, write_labels
 from models.reward import RewardConfig, reward_splits, train_feedback_models
@@ -60,6 +60,7 @@ class FeedbackConfig:
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     traffic_guard: TrafficGuardConfig = field(default_factory=TrafficGuardConfig)
     dataset_dir: str = "data/dataset"
+    dense_dir: str = "data/indices/dense"  # the recommender's text tower reads its document vectors
     results_file: str = "data/ingested/results.parquet"
     out_dir: str = "data/feedback"
     metrics_file: str = "metrics/feedback.json"
@@ -127,7 +128,7 @@ def run(config: FeedbackConfig) -> dict[str, Any]:
         write_labels(labels, staged / "labels.parquet")
         if models:
             models.save(staged)
-        metrics["recommender"] = _recommender(known, list(curve.relative), config.recommender, staged / "recommender")
+        metrics["recommender"] = _recommender(known, list(curve.relative), config, staged / "recommender")
     write_json(config.metrics_file, metrics)
     return metrics
 
@@ -204,11 +205,13 @@ def _label_summary(labels: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def _recommender(results: pl.DataFrame, theta: list[float], config: RecommenderConfig, out_dir: Path) -> dict[str, Any]:
+def _recommender(results: pl.DataFrame, theta: list[float], config: FeedbackConfig, out_dir: Path) -> dict[str, Any]:
     if results["user_id"].drop_nulls().is_empty():
         log.warning("no result rows carry a user_id: the recommender is not trained")
         return {"skipped": "the logs name no users"}
-    return train_recommender(results, theta, config, out_dir)
+    # The text tower scores every catalog item, the ones no log names (cold) included, from its dense vector.
+    features = dense_item_features(config.dense_dir) if config.recommender.text_tower else None
+    return train_recommender(results, theta, config.recommender, out_dir, features)
 
 
 def main() -> None:

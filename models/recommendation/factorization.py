@@ -29,6 +29,17 @@ index. Rank by `logits`, not `scores`: Rel-MF's targets above 1 push some logits
 range where a float64 sigmoid still tells them apart (it is exactly 1.0 from ~37 on), and tied
 probabilities would be ranked by input order.
 
+Faithful Rel-MF (`sampling: balanced`, `biases: false`, `init: xavier`): Saito et al.'s real-data
+code trains a plain dot product <p_u, q_i> without biases, Xavier-initialised, on mini-batches of
+`batch_pairs` pairs, half drawn from the positive pairs and half from all other cells of the matrix
+(every step; `steps_per_epoch` steps make an "epoch" here), with the squared loss, clip and L2 of
+the model above. `sampling: rows` (the default) scores a batch of users against every item instead.
+
+Content-aware item tower (`text_tower: true`, features passed to `fit`): an item's vector is its
+free factor plus a learned linear projection of its text vector (e.g. the dense encoder's),
+q_i = v_i + W^T e_i, and its bias b_i = r_i + w^T e_i. The L2 penalty shrinks the free parts
+towards 0, so an item without feedback (cold) is scored from its text alone: `cold_item_vectors`.
+
 Regularisation: `l2` adds (l2 / 2) x the squared norm of every parameter to each step's loss (the
 L2 penalty of Saito et al.; with Adam it equals coupled weight decay). Rel-MF needs it: its per-pair
 loss with a target Y / theta > 1 is unbounded below (-> -inf as the logit grows), so without a real
@@ -39,7 +50,7 @@ AdamW's decoupled `weight_decay` is no substitute at the usual 1e-4: it shrinks 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,6 +68,8 @@ from models.training import ShuffledBatches, quiet_trainer
 
 METHODS = ("naive", "relmf", "gnolr")
 LOCAL_LOSSES = ("log", "squared")
+SAMPLINGS = ("rows", "balanced")
+INITS = ("normal", "xavier")
 
 
 @dataclass
@@ -81,6 +94,12 @@ class RecommenderConfig:
     exposure_aware: bool = True  # gnolr: multiply the level probabilities by the exposure propensity
     feedback_levels: tuple[str, ...] = ("click", "love")  # clickloop logs: nested action levels, low to high
     max_matrix_cells: int = 200_000_000  # users x items above this is refused (dense losses)
+    biases: bool = True  # user, item and global biases beside the dot product (Saito et al.: none)
+    init: str = "normal"  # "normal" (std init_std) or "xavier" (Glorot uniform, as Saito et al.'s TF code)
+    sampling: str = "rows"  # "rows": user batches against all items; "balanced": half positive, half other pairs
+    batch_pairs: int = 32768  # balanced: pairs per step (Saito et al.: 2 ** 15)
+    steps_per_epoch: int = 25  # balanced: steps that make one epoch (the unit of `epochs` and checkpoints)
+    text_tower: bool = False  # item vectors = free factors + a projection of the item features given to fit
 
     def __post_init__(self) -> None:
         self.feedback_levels = tuple(self.feedback_levels)
@@ -95,6 +114,11 @@ class RecommenderConfig:
         for name in ("dim", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.sampling not in SAMPLINGS or self.init not in INITS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS} and init one of {INITS}; "
+                             f"got {self.sampling!r}, {self.init!r}")
+        if self.batch_pairs < 2 or self.steps_per_epoch < 1:
+            raise ValueError("batch_pairs must be >= 2 and steps_per_epoch >= 1")
         if not 0 < self.unobserved_sample_rate <= 1:
             raise ValueError(f"unobserved_sample_rate must be in (0, 1]; got {self.unobserved_sample_rate}")
         if self.lr <= 0 or self.weight_decay < 0 or self.l2 < 0:
@@ -104,16 +128,25 @@ class RecommenderConfig:
 class FactorizationModule(L.LightningModule):
     """Embeddings, biases and (gnolr) ordered thresholds, trained on the configured loss."""
 
-    def __init__(self, config: RecommenderConfig, n_users: int, n_items: int, n_levels: int) -> None:
+    def __init__(self, config: RecommenderConfig, n_users: int, n_items: int, n_levels: int,
+                 item_features: Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         self.n_levels = n_levels if config.method == "gnolr" else 1
         k, d = self.n_levels, config.dim
-        self.user_vectors = nn.Parameter(torch.randn(n_users, k, d) * config.init_std)
-        self.item_vectors = nn.Parameter(torch.randn(n_items, k, d) * config.init_std)
-        self.user_bias = nn.Parameter(torch.zeros(n_users, k))
-        self.item_bias = nn.Parameter(torch.zeros(n_items, k))
-        self.global_bias = nn.Parameter(torch.zeros(k))
+        self.user_vectors = nn.Parameter(_initial(n_users, k, d, config))
+        self.item_vectors = nn.Parameter(_initial(n_items, k, d, config))
+        # Without biases (Saito et al.'s plain dot product) they stay zero tensors that never train.
+        self.user_bias = nn.Parameter(torch.zeros(n_users, k), requires_grad=config.biases)
+        self.item_bias = nn.Parameter(torch.zeros(n_items, k), requires_grad=config.biases)
+        self.global_bias = nn.Parameter(torch.zeros(k), requires_grad=config.biases)
+        if config.text_tower:
+            if item_features is None or item_features.shape[0] != n_items:
+                raise ValueError(f"text_tower needs item features with one row per item ({n_items})")
+            n_features = item_features.shape[1]
+            self.register_buffer("item_features", item_features.float())
+            self.text_projection = nn.Parameter(torch.randn(n_features, k * d) * config.init_std / n_features**0.5)
+            self.text_bias = nn.Parameter(torch.zeros(n_features, k), requires_grad=config.biases)
         # Free parameters of a_1 <= ... <= a_K; the pointwise losses have no threshold (a_1 = 0).
         self.raw_thresholds = nn.Parameter(torch.zeros(k), requires_grad=config.method == "gnolr")
         self.epoch_losses: list[float] = []
@@ -126,9 +159,25 @@ class FactorizationModule(L.LightningModule):
         # adding them to the [B, I, K] scores separately costs several full-size passes per step.
         user_bias = self.user_bias[users].unsqueeze(2)
         user = torch.cat([self.user_vectors[users], user_bias, torch.ones_like(user_bias)], dim=2)
-        item_bias = (self.item_bias + self.global_bias).unsqueeze(2)
-        item = torch.cat([self.item_vectors, torch.ones_like(item_bias), item_bias], dim=2)
+        item_vectors, item_bias = self.items()
+        item_bias = (item_bias + self.global_bias).unsqueeze(2)
+        item = torch.cat([item_vectors, torch.ones_like(item_bias), item_bias], dim=2)
         return torch.einsum("ukd,ikd->uik", user, item)
+
+    def items(self, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The items' (vectors [I, K, d], biases [I, K]), free factors plus the text tower's part."""
+        vectors = self.item_vectors if rows is None else _gather(self.item_vectors, rows)
+        bias = self.item_bias if rows is None else _gather(self.item_bias, rows)
+        if not self.config.text_tower:
+            return vectors, bias
+        features = self.item_features if rows is None else self.item_features[rows]
+        text_vectors, text_bias = self.text_part(features)
+        return vectors + text_vectors, bias + text_bias
+
+    def text_part(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The text tower's item vectors [N, K, d] and biases [N, K] for feature rows [N, F]."""
+        k, d = self.n_levels, self.config.dim
+        return (features @ self.text_projection).view(-1, k, d), features @ self.text_bias
 
     def thresholds(self) -> Tensor:
         if self.config.method != "gnolr":
@@ -137,14 +186,16 @@ class FactorizationModule(L.LightningModule):
 
     def pair_logits(self, users: Tensor, items: Tensor) -> Tensor:
         """g[P, K] for (user row, item) pairs."""
-        dots = (self.user_vectors[users] * self.item_vectors[items]).sum(dim=2)
-        return dots + self.user_bias[users] + self.item_bias[items] + self.global_bias
+        item_vectors, item_bias = self.items(items)
+        dots = (_gather(self.user_vectors, users) * item_vectors).sum(dim=2)
+        return dots + _gather(self.user_bias, users) + item_bias + self.global_bias
 
     def loss(self, users: Tensor, levels: Tensor, propensity: Tensor) -> Tensor:
         """The mean loss over every (batch user, item) cell.
 
-        With `unobserved_sample_rate` r < 1 only a random share r of the level-0 cells is scored,
-        each standing for 1 / r cells: an unbiased estimate of the same mean at a fraction of the cost.
+        With `unobserved_sample_rate` r < 1 only r x cells random draws (with replacement) of the level-0
+        cells are scored, each standing for 1 / r cells: an unbiased estimate of the same mean at a fraction
+        of the cost.
         """
         theta = propensity.clamp(min=self.config.clip, max=1.0).expand_as(levels)
         rate = self.config.unobserved_sample_rate
@@ -152,10 +203,15 @@ class FactorizationModule(L.LightningModule):
             return self.mean_pair_loss(self.level_logits(users).reshape(-1, self.n_levels), levels.reshape(-1),
                                        theta.reshape(-1))
         total = levels.new_zeros((), dtype=torch.float32)
-        observed = levels > 0
-        sampled = ~observed & (torch.rand(levels.shape, device=levels.device) < rate)
-        for cells, weight in ((observed, 1.0), (sampled, 1.0 / rate)):
-            rows, items = cells.nonzero(as_tuple=True)
+        observed = (levels > 0).nonzero(as_tuple=True)
+        # rate x cells draws with replacement, the observed ones dropped: each unobserved cell is drawn rate
+        # times in expectation (as a Bernoulli(rate) mask would keep it) without a random number per cell.
+        n_cells, n_items = levels.numel(), levels.shape[1]
+        n_draws = max(1, round(rate * n_cells))
+        draws = torch.randint(n_cells, (n_draws,), device=levels.device)
+        draws = draws[levels.reshape(-1)[draws] == 0]
+        sampled = (draws // n_items, draws % n_items)
+        for (rows, items), weight in ((observed, 1.0), (sampled, n_cells / n_draws)):
             if len(rows):
                 group_mean = self.mean_pair_loss(self.pair_logits(users[rows], items), levels[rows, items],
                                                  theta[rows, items])
@@ -182,7 +238,11 @@ class FactorizationModule(L.LightningModule):
         return (weights * per_pair).mean()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self.loss(batch["users"], batch["levels"], batch["propensity"])
+        if "items" in batch:  # balanced pairs: the mean loss over the sampled pairs
+            theta = batch["propensity"].clamp(min=self.config.clip, max=1.0)
+            loss = self.mean_pair_loss(self.pair_logits(batch["users"], batch["items"]), batch["levels"], theta)
+        else:
+            loss = self.loss(batch["users"], batch["levels"], batch["propensity"])
         self._loss_sum += float(loss.detach())
         self._steps += 1
         return loss + self.l2_penalty()
@@ -218,6 +278,60 @@ class _UserRows:
         return {"users": users, "levels": self.levels[users], "propensity": propensity}
 
 
+class BalancedPairs:
+    """Saito et al.'s mini-batches: half positive pairs and half pairs drawn uniformly from every
+    other cell (unobserved or below the positive level), both with replacement, `steps` per epoch."""
+
+    def __init__(self, data: InteractionMatrix, config: RecommenderConfig) -> None:
+        self.levels = data.levels
+        self.propensity = np.broadcast_to(data.propensity, data.levels.shape)
+        self.positive_users, self.positive_items = np.nonzero(data.levels > 0)
+        self.half = config.batch_pairs // 2
+        self.steps = config.steps_per_epoch
+        self.rng = np.random.default_rng(config.seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _others(self) -> tuple[np.ndarray, np.ndarray]:
+        # Rejection sampling over the whole matrix: positives are a small share of the cells.
+        users, items = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        n_users, n_items = self.levels.shape
+        while len(users) < self.half:
+            u = self.rng.integers(n_users, size=2 * self.half)
+            i = self.rng.integers(n_items, size=2 * self.half)
+            keep = self.levels[u, i] == 0
+            users, items = np.concatenate([users, u[keep]]), np.concatenate([items, i[keep]])
+        return users[: self.half], items[: self.half]
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for _ in range(self.steps):
+            picked = self.rng.integers(len(self.positive_users), size=self.half)
+            other_users, other_items = self._others()
+            users = np.concatenate([self.positive_users[picked], other_users])
+            items = np.concatenate([self.positive_items[picked], other_items])
+            yield {
+                "users": torch.from_numpy(users),
+                "items": torch.from_numpy(items),
+                "levels": torch.from_numpy(self.levels[users, items].astype(np.int64)),
+                "propensity": torch.from_numpy(np.ascontiguousarray(self.propensity[users, items], dtype=np.float32)),
+            }
+
+
+def _gather(table: Tensor, rows: Tensor) -> Tensor:
+    """table[rows] through F.embedding, whose backward on CPU is about twice as fast as indexing's
+    when rows repeat (balanced batches draw 32k pairs over 1,000 items)."""
+    flat = F.embedding(rows, table.reshape(table.shape[0], -1))
+    return flat.view(len(rows), *table.shape[1:])
+
+
+def _initial(n_rows: int, k: int, d: int, config: RecommenderConfig) -> Tensor:
+    if config.init == "xavier":  # Glorot uniform over the [rows, d] matrix, as TF's xavier_initializer
+        bound = (6.0 / (n_rows + d)) ** 0.5
+        return (torch.rand(n_rows, k, d) * 2 - 1) * bound
+    return torch.randn(n_rows, k, d) * config.init_std
+
+
 @dataclass
 class ScoreVectors:
     """The ranking score as an inner product: P(first level) = sigmoid(<user, item> + user_offset)."""
@@ -240,16 +354,25 @@ class FactorizationModel:
 
     @classmethod
     def fit(
-        cls, data: InteractionMatrix, config: RecommenderConfig | None = None, callbacks: Sequence[L.Callback] = ()
+        cls, data: InteractionMatrix, config: RecommenderConfig | None = None, callbacks: Sequence[L.Callback] = (),
+        item_features: np.ndarray | None = None,
     ) -> FactorizationModel:
-        """Train on `data`; `callbacks` (Lightning) can e.g. validate after every epoch."""
+        """Train on `data`; `callbacks` (Lightning) can e.g. validate after every epoch.
+
+        `item_features` [I, F] (one row per item of `data`, e.g. dense text vectors) feed the text tower
+        when `config.text_tower` is on."""
         config = config or RecommenderConfig()
         check_size(len(data.user_ids), len(data.item_ids), config.max_matrix_cells)
         if not data.positives.any():
             raise ValueError("no positive feedback to learn from")
         torch.manual_seed(config.seed)
-        module = FactorizationModule(config, len(data.user_ids), len(data.item_ids), len(data.level_names))
-        batches = ShuffledBatches(len(data.user_ids), config.batch_size, config.seed, _UserRows(data).batch)
+        features = None if item_features is None or not config.text_tower else torch.from_numpy(
+            np.ascontiguousarray(item_features, dtype=np.float32))
+        module = FactorizationModule(config, len(data.user_ids), len(data.item_ids), len(data.level_names), features)
+        if config.sampling == "balanced":
+            batches = BalancedPairs(data, config)
+        else:
+            batches = ShuffledBatches(len(data.user_ids), config.batch_size, config.seed, _UserRows(data).batch)
         quiet_trainer(config.epochs, callbacks).fit(module, train_dataloaders=batches)
         module.eval()
         return cls(config, module, data.user_ids, data.item_ids)
@@ -260,9 +383,19 @@ class FactorizationModel:
         with torch.no_grad():
             ones = torch.ones(len(m.user_vectors), 1, device=m.user_vectors.device)
             user = torch.cat([m.user_vectors[:, 0], ones], dim=1)
-            item = torch.cat([m.item_vectors[:, 0], m.item_bias[:, :1]], dim=1)
+            item_vectors, item_bias = m.items()
+            item = torch.cat([item_vectors[:, 0], item_bias[:, :1]], dim=1)
             offset = m.user_bias[:, 0] + m.global_bias[0] - m.thresholds()[0]
         return ScoreVectors(*(t.float().cpu().numpy() for t in (user, item, offset)))
+
+    def cold_item_vectors(self, features: np.ndarray) -> np.ndarray:
+        """Score vectors [N, d + 1] (as `score_vectors().item`) of items known only by their features:
+        the text tower's part, the free factors at their prior mean 0. Needs `text_tower`."""
+        if not self.config.text_tower:
+            raise ValueError("cold items need the text tower (text_tower: true)")
+        with torch.no_grad():
+            vectors, bias = self.module.text_part(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+            return torch.cat([vectors[:, 0], bias[:, :1]], dim=1).numpy()
 
     def logits(self, user_rows: np.ndarray | None = None) -> np.ndarray:
         """First-level logits for the given user rows (all users when None) against every item, [B, I].
@@ -287,6 +420,7 @@ class FactorizationModel:
             "user_ids": self.user_ids,
             "item_ids": self.item_ids,
             "n_levels": self.module.n_levels,
+            "n_features": int(self.module.item_features.shape[1]) if self.config.text_tower else 0,
             "epoch_losses": self.module.epoch_losses,
         }
         with atomic_path(directory) as tmp:
@@ -299,7 +433,9 @@ class FactorizationModel:
         directory = Path(directory)
         meta = json.loads((directory / "config.json").read_text())
         config = from_dict(RecommenderConfig, meta["config"], where=str(directory / "config.json"))
-        module = FactorizationModule(config, len(meta["user_ids"]), len(meta["item_ids"]), meta["n_levels"])
+        n_features = meta.get("n_features", 0)
+        features = torch.zeros(len(meta["item_ids"]), n_features) if n_features else None
+        module = FactorizationModule(config, len(meta["user_ids"]), len(meta["item_ids"]), meta["n_levels"], features)
         module.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
         module.epoch_losses = list(meta["epoch_losses"])
         module.eval()
