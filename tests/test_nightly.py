@@ -103,7 +103,7 @@ def test_first_night_promotes_a_complete_version(project: Path) -> None:
     manifest = json.loads((project / "serving" / VERSIONS_DIR / report["version"] / VERSION_MANIFEST).read_text())
     assert manifest["format_version"] == 1 and manifest["previous"] is None
     assert manifest["window"]["days"] == [DAYS[0]] and manifest["window"]["window_days"] == 2
-    assert manifest["params"]["evaluate"]["retrievers"] == ["bm25", "dense"]
+    assert manifest["params"]["evaluate"]["retrievers"] == ["bm25", "bm25_rm3", "dense"]  # not the trainers' modes
     assert {"indices/bm25", "indices/dense", "indices/docs.parquet", "recommender"} <= set(manifest["components"])
     dense = manifest["encoders"]["dense"]
     assert dense["model"] == "all-MiniLM-L6-v2" and len(dense["model_sha256"]) == 64
