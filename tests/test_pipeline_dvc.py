@@ -85,8 +85,11 @@ def test_artifacts_serve_search_and_recommendations(project: Path) -> None:
     recommender = Recommender(project / "data" / "feedback" / "recommender")
     assert recommender.n_users > 0
     results = pl.read_parquet(project / "data" / "ingested" / "results.parquet")
-    user = results["user_id"].drop_nulls()[0]
-    assert len(recommender.recommend(user, k=3)) == 3
+    logged = results["user_id"].drop_nulls().unique().sort().to_list()
+    # The traffic guard sets implausible clients aside before the recommender trains: most users remain.
+    known = [user for user in logged if user in recommender]
+    assert len(known) >= 0.9 * len(logged)
+    assert len(recommender.recommend(known[0], k=3)) == 3
 
 
 def _ran_stages(cwd: Path) -> set[str]:
