@@ -117,6 +117,6 @@ def test_new_logs_rerun_only_what_reads_them_and_redelivered_logs_change_nothing
     for source in first_day.iterdir():
         text = gzip.decompress(source.read_bytes()).decode().replace(first_day.name, new_day.name)
         (new_day / source.name).write_bytes(gzip.compress(text.encode()))
-    assert _ran_stages(project) == {"ingest", "feedback", "sparse", "dense_feedback", "evaluate"}
+    assert _ran_stages(project) == {"ingest", "feedback", "sparse", "dense_feedback", "fusion", "evaluate"}
     queries = pl.read_parquet(project / "data" / "ingested" / "queries.parquet")
     assert queries.filter(pl.col("query_id").str.starts_with(new_day.name)).height > 0
