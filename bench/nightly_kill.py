@@ -5,8 +5,8 @@ In a fresh DVC project holding a copy of the pipeline (clickloop.sandbox) on a s
 stage but the two retriever trainers, see DROPPED_STAGES; `--overrides` replaces the size), night 1 is run and
 promoted, and the project is snapshotted. The reference: night 2 run to the end from the snapshot, its wall
 time T and its metrics. Each trial restores the snapshot, starts night 2 in its own process group, kills the
-whole group with SIGKILL after a uniform random delay in [0, T) (so every step can be hit: landing, any stage
-of `dvc repro`, the gate, the promotion), then checks:
+whole group with SIGKILL after a uniform random delay in [0, T) (T: the latest uninterrupted night's wall
+time; so every step can be hit: landing, any stage of `dvc repro`, the gate, the promotion), then checks:
 
 - the served version: `serving/current` names a version whose manifest lists components that all exist
   (and hash as recorded, where promotion did not rewrite an encoder's path), and a Searcher on it answers
@@ -144,15 +144,18 @@ def main() -> None:
     params = ("params.yaml of the commit with bench.nightly_kill.SMALL" if not args.overrides else
               "params.yaml of the commit with --overrides") + f", without the stages {', '.join(DROPPED_STAGES)}"
     rng = random.Random(args.seed)
+    night_seconds = reference_seconds
     trials = []
     for trial in range(args.trials):
         shutil.rmtree(project)
         shutil.copytree(snapshot, project, symlinks=True)
-        delay = rng.uniform(0, reference_seconds)
+        delay = rng.uniform(0, night_seconds)
         process = nightly(project, day2)
+        started = time.perf_counter()
         try:
             process.wait(timeout=delay)
-            killed = False  # it finished first
+            killed = False  # it finished first: the machine got faster, so later delays are drawn from this night
+            night_seconds = time.perf_counter() - started
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -199,6 +202,7 @@ def markdown(results: dict[str, Any]) -> str:
              "whole process group after a uniform random delay, checks what serves, reruns the night and compares.",
              "",
              f"Commit {str(results.get('commit', '?'))[:10]}; {results.get('params', '')}.", "",
+             *([results["note"], ""] if results.get("note") else []),
              f"- trials: {len(trials)}, killed before the night finished: {len(killed)}",
              f"- served version complete and answering after the kill: **{complete} / {len(trials)}**",
              f"- rerun finished and converged to the reference metrics: **{converged} / {len(trials)}**",
