@@ -43,6 +43,17 @@ class CounterfactualEstimate:
     coverage: float  # share of logged clicks whose document the target ranking placed in its top k
 
 
+def checked_propensities(logged: pl.DataFrame, propensities: Sequence[float],
+                         clip: float) -> tuple[np.ndarray, np.ndarray]:
+    """The examination curve θ and θ floored at `clip`, after checking there are logs to weigh with it."""
+    if logged.is_empty():
+        raise ValueError("no logged results: cannot estimate counterfactual clicks")
+    theta = np.asarray(propensities, dtype=float)
+    if theta.ndim != 1 or len(theta) == 0 or (theta <= 0).any():
+        raise ValueError("propensities must be a non-empty sequence of positive numbers")
+    return theta, np.maximum(theta, clip)
+
+
 def ips_clicks_at_k(
     logged: pl.DataFrame,
     target: Mapping[str, Sequence[str]],
@@ -62,12 +73,7 @@ def ips_clicks_at_k(
     `logged` has one row per shown result: `query_id`, `user_query`, `doc_id`, `position`,
     `clicked`. `target` maps each query text to the target ranking (best first).
     """
-    if logged.is_empty():
-        raise ValueError("no logged results: cannot estimate counterfactual clicks")
-    theta = np.asarray(propensities, dtype=float)
-    if theta.ndim != 1 or len(theta) == 0 or (theta <= 0).any():
-        raise ValueError("propensities must be a non-empty sequence of positive numbers")
-    clipped = np.maximum(theta, clip)
+    theta, clipped = checked_propensities(logged, propensities, clip)
     n_queries = logged["query_id"].n_unique()
     clicks = logged.filter(pl.col("clicked").cast(pl.Boolean)).select("query_id", "user_query", "doc_id", "position")
 

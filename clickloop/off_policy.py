@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from clickloop.metrics import CounterfactualEstimate
+from clickloop.metrics import CounterfactualEstimate, checked_propensities
 
 Relevance = Mapping[tuple[str, str], float]  # (query text, doc id) -> P(click | examined at position 1)
 
@@ -45,12 +45,7 @@ def direct_and_doubly_robust(
     `clicked`); `target` maps query text -> ranking; `relevance` gives rhat for every (query text,
     doc) in the targets' top k (a missing pair reads 0). Queries the target does not rank get 0.
     """
-    if logged.is_empty():
-        raise ValueError("no logged results: cannot estimate counterfactual clicks")
-    theta = np.asarray(propensities, dtype=float)
-    if theta.ndim != 1 or len(theta) == 0 or (theta <= 0).any():
-        raise ValueError("propensities must be a non-empty sequence of positive numbers")
-    clipped = np.maximum(theta, clip)
+    theta, clipped = checked_propensities(logged, propensities, clip)
 
     def at(curve: np.ndarray, position: int) -> float:
         return float(curve[min(position, len(curve)) - 1])
