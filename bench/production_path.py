@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from bench.scifact_logs import portable
 from clickloop.atomic import write_json, write_text
 from clickloop.sandbox import export_commit, merge_params, new_project, run
 
@@ -206,6 +207,7 @@ def write_report(lab: Path, production: Path, setup: dict[str, Any], scored: boo
         },
         "A_ingest": metrics_a["ingest"].get("accepted", metrics_a["ingest"].get("totals")),
     }
+    report = portable(report)  # the projects' folders named relative to the repo, as on any machine
     write_json(REPORT.with_suffix(".json"), report)
     write_text(REPORT.with_suffix(".md"), markdown(report))
     print(markdown(report))

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from bench.scifact_logs import portable
 from clickloop.atomic import write_json
 from clickloop.beir import BeirDataset
 from clickloop.params import load_params, section
@@ -224,7 +225,7 @@ def run_size(world: World, sessions: int, config: SemiSyntheticConfig, seed: int
 def run(config: SemiSyntheticConfig) -> dict[str, Any]:
     started = time.perf_counter()
     world = World.build(config)
-    report: dict[str, Any] = {"config": json.loads(json.dumps(asdict(config), default=str)), "sizes": [],
+    report: dict[str, Any] = {"config": portable(json.loads(json.dumps(asdict(config), default=str))), "sizes": [],
                               "users": len(world.user_ids), "items": len(world.item_ids)}
     # The truth's own ceiling and a floor: an oracle ranking by true preference, and a random one.
     for sessions in config.sessions:
