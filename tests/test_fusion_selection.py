@@ -31,6 +31,7 @@ from models.fusion_selection import (
     select,
     simplex_grid,
 )
+from tests.test_search_pipelines import DOCS
 
 # --- the selection on toy rankings -------------------------------------------------------------
 
@@ -173,16 +174,7 @@ def test_resolve_reads_the_choice_and_explicit_settings_win(tmp_path: Path) -> N
 
 # --- the stage and the Searcher on a real index root ---------------------------------------------
 
-DOCS = {
-    "photo": ("Photosynthesis", "Plants turn sunlight and water into glucose with chlorophyll."),
-    "pigment": ("Leaf pigment", "Chlorophyll is the green pigment of leaves."),
-    "volcano": ("Volcanoes", "Magma rises through the crust and erupts as lava and ash."),
-    "bees": ("Honey bees", "Worker bees collect nectar and make honey in the hive."),
-    "whale": ("Blue whales", "The blue whale is the largest animal and eats krill in the ocean."),
-    "moon": ("The Moon", "The moon causes ocean tides and shows phases each month."),
-    "chess": ("Chess", "The Sicilian defence is a popular chess opening."),
-    "bread": ("Sourdough", "A wild yeast starter ferments the dough before baking."),
-}
+# The corpus of the search-pipeline tests: eight documents on unrelated topics.
 TRAIN = {  # a logged query -> the document its clicks favour
     "plants and sunlight": "photo", "green leaves": "pigment", "lava eruption": "volcano", "honey": "bees",
     "big sea animal": "whale", "tides": "moon", "chess openings": "chess", "baking bread": "bread",
