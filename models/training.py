@@ -17,14 +17,16 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor
 
 
-def quiet_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+def quiet_trainer(max_epochs: int, callbacks: Sequence[L.Callback] = (), max_steps: int = -1,
+                  progress: bool = False, checkpointing: bool = False) -> L.Trainer:
     return L.Trainer(
         accelerator="auto",
         devices=1,
         max_epochs=max_epochs,
+        max_steps=max_steps,
         logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_checkpointing=checkpointing,
+        enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=list(callbacks),
@@ -82,17 +84,9 @@ def fit_best_epoch(
     with tempfile.TemporaryDirectory(prefix="clickloop-ckpt-") as tmp:
         checkpoint = ModelCheckpoint(dirpath=checkpoint_dir or tmp, monitor="val_ndcg", mode="max", save_top_k=1,
                                      save_weights_only=True)
-        trainer = L.Trainer(
-            accelerator="auto",
-            devices=1,
-            max_epochs=max_epochs,
-            max_steps=max_steps,
-            logger=False,
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=[EarlyStopping(monitor="val_ndcg", mode="max", patience=patience), checkpoint],
-        )
+        stopping = EarlyStopping(monitor="val_ndcg", mode="max", patience=patience)
+        trainer = quiet_trainer(max_epochs, [stopping, checkpoint], max_steps=max_steps, progress=progress,
+                                checkpointing=True)
         start = float(trainer.validate(module, val_batches, verbose=False)[0]["val_ndcg"])
         initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
         module.history.clear()
